@@ -1,0 +1,1 @@
+//! trace-analytics: to be built (see issues). Depends only on trace-core.

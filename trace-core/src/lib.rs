@@ -1,0 +1,32 @@
+//! # trace-core: the model every other crate speaks
+//!
+//! - [`entry`]: [`TraceEntry`] and its parts ([`EventId`] ULIDs, [`Severity`], [`Category`]).
+//! - [`codec`]: the wire codec. [`Decoder::decode`] turns any payload seen on an input subject
+//!   into an entry (validated envelope, or the game's own traffic wrapped) or a typed
+//!   [`DecodeError`] that says why it must be quarantined; [`encode_entry`] writes the msgpack
+//!   envelope that publishers send and blocks store.
+//! - [`limits`]: the [`Limits`] every message is checked against before decoding.
+//! - [`subject`]: the subject scheme `game.<kind>.<source>.<type>` and its mapping.
+//! - [`query`]: the [`Query`] a store answers, with its [`Cursor`] and [`QueryPage`].
+//! - `bus` (feature `nats`, on by default): connecting, stream and consumer setup, and the
+//!   batched pull-consume loop with acks after durability.
+//!
+//! Without the `nats` feature this crate does no I/O.
+#![deny(missing_docs)]
+
+pub mod codec;
+pub mod entry;
+pub mod error;
+pub mod limits;
+pub mod query;
+pub mod subject;
+
+#[cfg(feature = "nats")]
+pub mod bus;
+
+pub use codec::{decode_stored_entry, encode_entry, encode_entry_vec, Decoder, Incoming};
+pub use entry::{Category, EventId, Severity, TraceEntry};
+pub use error::{DecodeError, DecodeErrorKind, FieldError, SubjectError};
+pub use limits::Limits;
+pub use query::{Cursor, Order, Query, QueryPage};
+pub use subject::{InputSubject, SourceKind, SubjectInfo, SubjectScheme};

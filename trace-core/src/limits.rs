@@ -1,0 +1,75 @@
+//! Limits every incoming message is checked against before it is decoded, so no message can
+//! make the agent allocate without bound, recurse without bound, or hold huge strings.
+
+use serde::{Deserialize, Serialize};
+
+/// Limits on incoming messages. Defaults:
+///
+/// | field | default | what it bounds |
+/// |---|---|---|
+/// | `max_message_bytes` | 1 MiB | the whole payload |
+/// | `max_depth` | 32 | nesting of maps/arrays (the top level is depth 1) |
+/// | `max_string_bytes` | 64 KiB | any one string, binary or ext value |
+/// | `max_map_keys` | 1024 | keys in any one map |
+/// | `max_array_len` | 65536 | elements in any one array |
+/// | `max_name_bytes` | 256 | `type`, `source`, `category`, `session`, `player` |
+///
+/// JSON payloads are also bounded by serde_json's fixed recursion limit of 128.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest accepted payload in bytes.
+    pub max_message_bytes: usize,
+    /// Deepest accepted nesting of maps and arrays.
+    pub max_depth: usize,
+    /// Longest accepted string, binary or ext value in bytes.
+    pub max_string_bytes: usize,
+    /// Most keys accepted in one map.
+    pub max_map_keys: usize,
+    /// Most elements accepted in one array.
+    pub max_array_len: usize,
+    /// Longest accepted name field (`type`, `source`, `category`, `session`, `player`).
+    pub max_name_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 1024 * 1024,
+            max_depth: 32,
+            max_string_bytes: 64 * 1024,
+            max_map_keys: 1024,
+            max_array_len: 65536,
+            max_name_bytes: 256,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks that every limit is usable; returns the name of the first bad key and why.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let checks: [(&'static str, usize, usize); 6] = [
+            ("max_message_bytes", self.max_message_bytes, 64),
+            ("max_depth", self.max_depth, 2),
+            ("max_string_bytes", self.max_string_bytes, 16),
+            ("max_map_keys", self.max_map_keys, 16),
+            ("max_array_len", self.max_array_len, 1),
+            ("max_name_bytes", self.max_name_bytes, 16),
+        ];
+        for (name, value, min) in checks {
+            if value < min {
+                return Err((name, format!("must be at least {min}, got {value}")));
+            }
+        }
+        if self.max_message_bytes > 64 * 1024 * 1024 {
+            return Err((
+                "max_message_bytes",
+                format!(
+                    "must be at most 64 MiB (NATS payloads are smaller), got {}",
+                    self.max_message_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

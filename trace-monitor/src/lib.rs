@@ -1,0 +1,1 @@
+//! trace-monitor: to be built (see issues). Depends only on trace-core.
