@@ -1,0 +1,74 @@
+//! The store's error type: every variant names the file, segment or key involved.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// What went wrong in the store.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// A filesystem operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// sled failed.
+    #[error("sled {op} in {path}: {source}")]
+    Sled {
+        /// What was being done.
+        op: &'static str,
+        /// The segment directory.
+        path: PathBuf,
+        /// sled's error.
+        #[source]
+        source: sled::Error,
+    },
+    /// A block or summary failed its checksum or did not decode.
+    #[error("corrupt {what} in {path}: {detail}")]
+    Corrupt {
+        /// Which object (e.g. `block 12`).
+        what: String,
+        /// The segment directory.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The configuration is not usable.
+    #[error("store config `{key}`: {reason}")]
+    Config {
+        /// The config key.
+        key: &'static str,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// An id asked for is not in the store.
+    #[error("no event with id {0}")]
+    NotFound(String),
+}
+
+impl StoreError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StoreError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn sled(op: &'static str, path: impl Into<PathBuf>, source: sled::Error) -> Self {
+        StoreError::Sled {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// The store's result type.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

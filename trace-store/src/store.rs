@@ -1,0 +1,736 @@
+//! `Store`: the facade over segments. Appends go to the active segment through one atomic
+//! sled batch per call (blocks, summaries, quarantine records and the consumer watermark
+//! together); queries walk block summaries newest- or oldest-first and decode only blocks
+//! that may match; `maintain` rotates and applies retention.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::fs;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use trace_core::{Cursor, EventId, Order, Query, QueryPage, TraceEntry};
+
+use crate::block::{decode_block, BlockSummary, PendingBlock};
+use crate::config::StoreConfig;
+use crate::error::{Result, StoreError};
+use crate::quarantine::QuarantineRecord;
+use crate::segment::{self, Segment};
+
+/// Longest `explain` chain followed.
+pub const MAX_CHAIN: usize = 256;
+
+/// What one append writes, atomically.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AppendBatch<'a> {
+    /// Valid entries.
+    pub entries: &'a [TraceEntry],
+    /// Messages refused by the decoder.
+    pub quarantined: &'a [QuarantineRecord],
+    /// A consumer watermark `(name, stream sequence)` stored with the batch, so a restart
+    /// knows exactly what is already durable.
+    pub checkpoint: Option<(&'a str, u64)>,
+}
+
+/// What `Store::info` reports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoreInfo {
+    /// The store's root directory.
+    pub dir: String,
+    /// Segments on disk.
+    pub segments: u64,
+    /// Blocks in all segments.
+    pub blocks: u64,
+    /// Entries stored.
+    pub events: u64,
+    /// Quarantined messages kept.
+    pub quarantined: u64,
+    /// Uncompressed msgpack bytes of the entries.
+    pub raw_bytes: u64,
+    /// Compressed block bytes.
+    pub compressed_bytes: u64,
+    /// Everything the store takes on disk (sled overhead, summaries and quarantine included).
+    pub bytes_on_disk: u64,
+    /// `raw_bytes / compressed_bytes`.
+    pub compression_ratio: f64,
+    /// `bytes_on_disk / raw_bytes`: what one raw msgpack byte costs on disk.
+    pub disk_bytes_per_raw_byte: f64,
+    /// Earliest entry time.
+    pub oldest: Option<DateTime<Utc>>,
+    /// Latest entry time.
+    pub newest: Option<DateTime<Utc>>,
+    /// Per segment: name, events, bytes on disk, sealed.
+    pub segment_list: Vec<SegmentInfo>,
+}
+
+/// One segment in `StoreInfo`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SegmentInfo {
+    /// Directory name.
+    pub name: String,
+    /// Entries.
+    pub events: u64,
+    /// Blocks.
+    pub blocks: u64,
+    /// Bytes on disk.
+    pub bytes_on_disk: u64,
+    /// Whether it still takes writes.
+    pub active: bool,
+}
+
+/// What `maintain` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MaintainReport {
+    /// Whether the active segment was sealed and a new one started.
+    pub rotated: bool,
+    /// Segments deleted for age.
+    pub deleted_for_age: u64,
+    /// Segments deleted for the disk budget.
+    pub deleted_for_size: u64,
+    /// Bytes freed on disk.
+    pub freed_bytes: u64,
+    /// Entries deleted.
+    pub deleted_events: u64,
+}
+
+struct Writer {
+    active: Arc<Segment>,
+    db: sled::Db,
+    pending: PendingBlock,
+    /// The key the pending block is currently written under (rewritten until full).
+    tail_seq: Option<u64>,
+    next_seq: u64,
+    next_q: u64,
+    compressor: zstd::bulk::Compressor<'static>,
+    scratch: Vec<u8>,
+    counter: u64,
+}
+
+/// The trace store. Cheap to share behind an `Arc`; appends are serialised, reads run
+/// concurrently with them.
+pub struct Store {
+    cfg: StoreConfig,
+    segments_dir: PathBuf,
+    catalog: RwLock<Vec<Arc<Segment>>>,
+    writer: Mutex<Writer>,
+    /// Watermarks of segments deleted by retention, so a restart never forgets them.
+    retired_watermarks: Mutex<BTreeMap<String, u64>>,
+}
+
+fn now_ms(now: DateTime<Utc>) -> i64 {
+    now.timestamp_millis()
+}
+
+impl Store {
+    /// Opens (or creates) the store at `cfg.dir`. Segments left unsealed by a previous run
+    /// are sealed, and a fresh active segment is started.
+    pub fn open(cfg: StoreConfig) -> Result<Store> {
+        Store::open_at(cfg, Utc::now())
+    }
+
+    /// `open` with an explicit clock.
+    pub fn open_at(cfg: StoreConfig, now: DateTime<Utc>) -> Result<Store> {
+        cfg.validate()?;
+        let segments_dir = cfg.dir.join("segments");
+        fs::create_dir_all(&segments_dir)
+            .map_err(|e| StoreError::io("create store dir", &segments_dir, e))?;
+        let mut dirs: Vec<PathBuf> = fs::read_dir(&segments_dir)
+            .map_err(|e| StoreError::io("list", &segments_dir, e))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.is_dir()
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("seg-"))
+            })
+            .collect();
+        dirs.sort();
+        let mut segments = Vec::with_capacity(dirs.len() + 1);
+        for dir in dirs {
+            match Segment::load(&dir) {
+                Ok(seg) => {
+                    if !seg.state().sealed {
+                        seg.seal()?;
+                    }
+                    segments.push(Arc::new(seg));
+                }
+                // A damaged segment must not stop the agent: set it aside, keep the rest.
+                Err(e) => {
+                    tracing::error!(segment = %dir.display(), error = %e, "segment unreadable; moved aside");
+                    let aside = dir.with_extension("damaged");
+                    let _ = fs::rename(&dir, aside);
+                }
+            }
+        }
+        let retired = read_retired(&cfg.dir);
+        let counter = segments.len() as u64;
+        let active = Arc::new(Segment::create(
+            &segments_dir,
+            now_ms(now),
+            counter,
+            cfg.cache_bytes,
+        )?);
+        let db = active.db()?;
+        segments.push(active.clone());
+        let compressor = zstd::bulk::Compressor::new(cfg.compression_level)
+            .map_err(|e| StoreError::io("create zstd compressor", &cfg.dir, e))?;
+        Ok(Store {
+            writer: Mutex::new(Writer {
+                active,
+                db,
+                pending: PendingBlock::default(),
+                tail_seq: None,
+                next_seq: 0,
+                next_q: 0,
+                compressor,
+                scratch: Vec::new(),
+                counter: counter + 1,
+            }),
+            cfg,
+            segments_dir,
+            catalog: RwLock::new(segments),
+            retired_watermarks: Mutex::new(retired),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &StoreConfig {
+        &self.cfg
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn segments(&self) -> Vec<Arc<Segment>> {
+        self.catalog
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Appends a batch atomically (not yet durable: call [`Store::flush`] before acking).
+    pub fn append(&self, batch: AppendBatch<'_>) -> Result<()> {
+        self.append_at(batch, Utc::now())
+    }
+
+    /// `append` with an explicit clock (rotation by time uses it).
+    pub fn append_at(&self, batch: AppendBatch<'_>, now: DateTime<Utc>) -> Result<()> {
+        let mut w = self.writer();
+        self.rotate_if_due(&mut w, now)?;
+        let w = &mut *w;
+        let mut sled_batch = sled::Batch::default();
+        let mut new_summaries: Vec<BlockSummary> = Vec::new();
+        let block_events = self.cfg.block_events;
+        let build = |w: &mut Writer,
+                     summaries: &mut Vec<BlockSummary>,
+                     sb: &mut sled::Batch|
+         -> Result<()> {
+            let seq = match w.tail_seq {
+                Some(s) => s,
+                None => {
+                    w.next_seq += 1;
+                    w.next_seq - 1
+                }
+            };
+            let (value, summary) = w
+                .pending
+                .build(seq, &mut w.compressor, &mut w.scratch)
+                .map_err(|e| StoreError::io("compress block", &w.active.dir, e))?;
+            sb.insert(&segment::block_key(seq), value);
+            let encoded = rmp_serde::to_vec_named(&summary).map_err(|e| StoreError::Corrupt {
+                what: format!("summary {seq}"),
+                path: w.active.dir.clone(),
+                detail: e.to_string(),
+            })?;
+            sb.insert(&segment::summary_key(seq), encoded);
+            summaries.retain(|s| s.seq != seq);
+            summaries.push(summary);
+            Ok(())
+        };
+        for e in batch.entries {
+            w.pending.push(e);
+            if w.pending.len() >= block_events {
+                build(w, &mut new_summaries, &mut sled_batch)?;
+                w.pending.clear();
+                w.tail_seq = None;
+            }
+        }
+        if !w.pending.is_empty() && !batch.entries.is_empty() {
+            build(w, &mut new_summaries, &mut sled_batch)?;
+            w.tail_seq = new_summaries.last().map(|s| s.seq);
+        }
+        for q in batch.quarantined {
+            let v = rmp_serde::to_vec_named(q).map_err(|e| StoreError::Corrupt {
+                what: "quarantine record".into(),
+                path: w.active.dir.clone(),
+                detail: e.to_string(),
+            })?;
+            sled_batch.insert(&segment::quarantine_key(w.next_q), v);
+            w.next_q += 1;
+        }
+        if let Some((name, seq)) = batch.checkpoint {
+            sled_batch.insert(segment::watermark_key(name), &seq.to_be_bytes());
+        }
+        let ms = now_ms(now);
+        sled_batch.insert(b"lastwrite", &ms.to_be_bytes());
+        w.db.apply_batch(sled_batch)
+            .map_err(|e| StoreError::sled("write batch", &w.active.dir, e))?;
+        let mut st = w.active.state_mut();
+        for s in new_summaries {
+            match st.summaries.last_mut() {
+                Some(last) if last.seq == s.seq => *last = s,
+                _ => st.summaries.push(s),
+            }
+        }
+        st.quarantined += batch.quarantined.len() as u64;
+        if let Some((name, seq)) = batch.checkpoint {
+            st.watermarks.insert(name.to_owned(), seq);
+        }
+        st.last_write_ms = ms;
+        Ok(())
+    }
+
+    /// Makes everything appended so far durable (fsync). Ack only after this returns.
+    pub fn flush(&self) -> Result<()> {
+        let db = self.writer().db.clone();
+        db.flush()
+            .map(|_| ())
+            .map_err(|e| StoreError::sled("flush", self.cfg.dir.clone(), e))
+    }
+
+    /// The highest stream sequence stored under `name` (0 if none).
+    pub fn watermark(&self, name: &str) -> u64 {
+        let live = self
+            .segments()
+            .iter()
+            .filter_map(|s| s.state().watermarks.get(name).copied())
+            .max()
+            .unwrap_or(0);
+        let retired = self
+            .retired_watermarks
+            .lock()
+            .map(|r| r.get(name).copied().unwrap_or(0))
+            .unwrap_or(0);
+        live.max(retired)
+    }
+
+    fn rotate_if_due(&self, w: &mut Writer, now: DateTime<Utc>) -> Result<bool> {
+        let (created, disk) = {
+            let st = w.active.state();
+            (
+                st.created_ms,
+                st.summaries
+                    .iter()
+                    .map(|s| u64::from(s.stored_bytes))
+                    .sum::<u64>(),
+            )
+        };
+        let age_ms = now_ms(now) - created;
+        let due =
+            age_ms >= self.cfg.segment_window.as_millis() as i64 || disk >= self.cfg.seal_bytes();
+        if !due {
+            return Ok(false);
+        }
+        self.rotate(w, now)?;
+        Ok(true)
+    }
+
+    fn rotate(&self, w: &mut Writer, now: DateTime<Utc>) -> Result<()> {
+        let new = Arc::new(Segment::create(
+            &self.segments_dir,
+            now_ms(now),
+            w.counter,
+            self.cfg.cache_bytes,
+        )?);
+        w.counter += 1;
+        // carry watermarks forward so the newest segment always holds the latest ones
+        let marks = w.active.state().watermarks.clone();
+        let db = new.db()?;
+        if !marks.is_empty() {
+            let mut b = sled::Batch::default();
+            for (name, seq) in &marks {
+                b.insert(segment::watermark_key(name), &seq.to_be_bytes());
+            }
+            db.apply_batch(b)
+                .map_err(|e| StoreError::sled("write watermarks", &new.dir, e))?;
+            db.flush()
+                .map_err(|e| StoreError::sled("flush", &new.dir, e))?;
+            new.state_mut().watermarks = marks;
+        }
+        let old = std::mem::replace(&mut w.active, new.clone());
+        let old_is_empty = {
+            let st = old.state();
+            st.summaries.is_empty() && st.quarantined == 0
+        };
+        w.db = db;
+        w.pending.clear();
+        w.tail_seq = None;
+        w.next_seq = 0;
+        w.next_q = 0;
+        self.catalog
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(new);
+        if old_is_empty {
+            // an idle window leaves nothing worth keeping: drop it instead of sealing it
+            self.catalog
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|s| s.name != old.name);
+            old.delete()?;
+        } else {
+            old.seal()?;
+        }
+        Ok(())
+    }
+
+    /// Rotation by time and retention by age and disk budget; call it periodically.
+    pub fn maintain(&self) -> Result<MaintainReport> {
+        self.maintain_at(Utc::now())
+    }
+
+    /// `maintain` with an explicit clock.
+    pub fn maintain_at(&self, now: DateTime<Utc>) -> Result<MaintainReport> {
+        let mut report = MaintainReport::default();
+        {
+            let mut w = self.writer();
+            report.rotated = self.rotate_if_due(&mut w, now)?;
+        }
+        let cutoff = now_ms(now) - self.cfg.max_age.as_millis() as i64;
+        let active_name = self.writer().active.name.clone();
+        // by age: sealed segments whose last write is older than max_age
+        for seg in self.segments() {
+            if seg.name == active_name {
+                continue;
+            }
+            if seg.state().last_write_ms < cutoff {
+                self.delete_segment(&seg, &mut report)?;
+                report.deleted_for_age += 1;
+            }
+        }
+        // by disk budget: oldest first, never the active one
+        loop {
+            let total = self.disk_bytes();
+            if total <= self.cfg.max_disk_bytes {
+                break;
+            }
+            let oldest = self.segments().into_iter().find(|s| s.name != active_name);
+            match oldest {
+                Some(seg) => {
+                    self.delete_segment(&seg, &mut report)?;
+                    report.deleted_for_size += 1;
+                }
+                None => {
+                    // only the active segment is left and it alone is over budget: seal it
+                    // so the next pass can delete it
+                    let mut w = self.writer();
+                    self.rotate(&mut w, now)?;
+                    report.rotated = true;
+                    break;
+                }
+            }
+        }
+        // keep few sealed databases open
+        let open: Vec<_> = self
+            .segments()
+            .into_iter()
+            .filter(|s| s.name != active_name && s.is_open())
+            .collect();
+        if open.len() > self.cfg.open_segments {
+            for s in &open[..open.len() - self.cfg.open_segments] {
+                s.close();
+            }
+        }
+        Ok(report)
+    }
+
+    fn delete_segment(&self, seg: &Arc<Segment>, report: &mut MaintainReport) -> Result<()> {
+        {
+            let st = seg.state();
+            let mut retired = self
+                .retired_watermarks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            for (k, v) in &st.watermarks {
+                let e = retired.entry(k.clone()).or_insert(0);
+                *e = (*e).max(*v);
+            }
+            write_retired(&self.cfg.dir, &retired)?;
+            report.deleted_events += st.events();
+        }
+        self.catalog
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|s| s.name != seg.name);
+        report.freed_bytes += seg.delete()?;
+        tracing::info!(segment = %seg.name, "segment deleted by retention");
+        Ok(())
+    }
+
+    /// Bytes on disk of all segments (the active one measured now, sealed ones as sealed).
+    pub fn disk_bytes(&self) -> u64 {
+        self.segments()
+            .iter()
+            .map(|s| {
+                let st = s.state();
+                if st.sealed {
+                    st.disk_bytes
+                } else {
+                    segment::dir_size(&s.dir)
+                }
+            })
+            .sum()
+    }
+
+    /// Counts and sizes.
+    pub fn info(&self) -> StoreInfo {
+        let mut info = StoreInfo {
+            dir: self.cfg.dir.display().to_string(),
+            ..StoreInfo::default()
+        };
+        let active = self.writer().active.name.clone();
+        let (mut oldest, mut newest) = (i64::MAX, i64::MIN);
+        for seg in self.segments() {
+            let st = seg.state();
+            let bytes = if st.sealed {
+                st.disk_bytes
+            } else {
+                segment::dir_size(&seg.dir)
+            };
+            let events = st.events();
+            info.segments += 1;
+            info.blocks += st.summaries.len() as u64;
+            info.events += events;
+            info.quarantined += st.quarantined;
+            info.bytes_on_disk += bytes;
+            for s in &st.summaries {
+                info.raw_bytes += u64::from(s.raw_bytes);
+                info.compressed_bytes += u64::from(s.stored_bytes);
+                oldest = oldest.min(s.ts_min);
+                newest = newest.max(s.ts_max);
+            }
+            info.segment_list.push(SegmentInfo {
+                name: seg.name.clone(),
+                events,
+                blocks: st.summaries.len() as u64,
+                bytes_on_disk: bytes,
+                active: seg.name == active,
+            });
+        }
+        if info.compressed_bytes > 0 {
+            info.compression_ratio = info.raw_bytes as f64 / info.compressed_bytes as f64;
+        }
+        if info.raw_bytes > 0 {
+            info.disk_bytes_per_raw_byte = info.bytes_on_disk as f64 / info.raw_bytes as f64;
+        }
+        if info.events > 0 {
+            info.oldest = Some(DateTime::from_timestamp_nanos(oldest));
+            info.newest = Some(DateTime::from_timestamp_nanos(newest));
+        }
+        info
+    }
+
+    /// Answers a query: one page in the requested order, with the cursor to the next.
+    pub fn query(&self, q: &Query) -> Result<QueryPage> {
+        let limit = q.page_size();
+        let mut page = QueryPage::default();
+        // candidate blocks, best first: newest-first visits by ts_max descending
+        let mut candidates: Vec<(Arc<Segment>, u64, i64, i64)> = Vec::new();
+        for seg in self.segments() {
+            let st = seg.state();
+            for s in &st.summaries {
+                if s.may_match(q) {
+                    candidates.push((seg.clone(), s.seq, s.ts_min, s.ts_max));
+                } else {
+                    page.blocks_skipped += 1;
+                }
+            }
+        }
+        match q.order {
+            Order::NewestFirst => candidates.sort_by_key(|c| Reverse(c.3)),
+            Order::OldestFirst => candidates.sort_by_key(|c| c.2),
+        }
+        // the best `limit + 1` entries so far; the heap's top is the worst of them
+        let mut best: BinaryHeap<Ranked> = BinaryHeap::new();
+        for (seg, seq, ts_min, ts_max) in candidates {
+            if best.len() > limit {
+                let worst = best.peek().map(|r| r.key.0);
+                let cannot_improve = match (q.order, worst) {
+                    (Order::NewestFirst, Some(w)) => ts_max < w,
+                    (Order::OldestFirst, Some(w)) => ts_min > w,
+                    _ => false,
+                };
+                if cannot_improve {
+                    break;
+                }
+            }
+            let Some(entries) = self.read_entries(&seg, seq)? else {
+                continue;
+            };
+            page.blocks_read += 1;
+            for e in entries {
+                if q.matches(&e) {
+                    best.push(Ranked::new(e, q.order));
+                    if best.len() > limit + 1 {
+                        best.pop();
+                    }
+                }
+            }
+        }
+        let mut ranked = best.into_sorted_vec();
+        let more = ranked.len() > limit;
+        ranked.truncate(limit);
+        page.entries = ranked.into_iter().map(|r| r.entry).collect();
+        if more {
+            page.next_cursor = page.entries.last().map(Cursor::after);
+        }
+        Ok(page)
+    }
+
+    /// Decodes one block; a corrupt block is reported and skipped, never fatal.
+    fn read_entries(&self, seg: &Segment, seq: u64) -> Result<Option<Vec<TraceEntry>>> {
+        let Some(value) = seg.read_block(seq)? else {
+            return Ok(None);
+        };
+        match decode_block(&value) {
+            Ok(entries) => Ok(Some(entries)),
+            Err(detail) => {
+                tracing::warn!(segment = %seg.name, block = seq, %detail, "corrupt block skipped");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The entry with this id.
+    pub fn get(&self, id: &EventId) -> Result<Option<TraceEntry>> {
+        let mut segments = self.segments();
+        segments.reverse();
+        for seg in segments {
+            let seqs: Vec<u64> = seg
+                .state()
+                .summaries
+                .iter()
+                .filter(|s| s.may_hold(id))
+                .map(|s| s.seq)
+                .collect();
+            for seq in seqs {
+                if let Some(entries) = self.read_entries(&seg, seq)? {
+                    if let Some(e) = entries.into_iter().find(|e| e.id == *id) {
+                        return Ok(Some(e));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The chain of causes: the entry, its parent, the parent's parent... up to the root (or
+    /// the first parent not stored, or [`MAX_CHAIN`] links, or a cycle).
+    pub fn explain(&self, id: &EventId) -> Result<Vec<TraceEntry>> {
+        let first = self
+            .get(id)?
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        let mut chain = vec![first];
+        while chain.len() < MAX_CHAIN {
+            let Some(parent) = chain.last().and_then(|e| e.parent) else {
+                break;
+            };
+            if chain.iter().any(|e| e.id == parent) {
+                break;
+            }
+            match self.get(&parent)? {
+                Some(p) => chain.push(p),
+                None => break,
+            }
+        }
+        Ok(chain)
+    }
+
+    /// Quarantined messages, newest first, at most `limit`; and the total kept.
+    pub fn quarantine(&self, limit: usize) -> Result<(u64, Vec<QuarantineRecord>)> {
+        let mut segments = self.segments();
+        segments.reverse();
+        let total = segments.iter().map(|s| s.state().quarantined).sum();
+        let mut out = Vec::new();
+        for seg in segments {
+            if out.len() >= limit {
+                break;
+            }
+            if seg.state().quarantined == 0 {
+                continue;
+            }
+            let mut records = seg.quarantine()?;
+            records.reverse();
+            out.extend(records.into_iter().take(limit - out.len()));
+        }
+        Ok((total, out))
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let db = self.writer().db.clone();
+        if let Err(e) = db.flush() {
+            tracing::error!(error = %e, "final flush of the store failed");
+        }
+    }
+}
+
+/// An entry ranked so that the heap's top is the worst of the kept ones.
+struct Ranked {
+    key: (i64, EventId),
+    newest_first: bool,
+    entry: TraceEntry,
+}
+
+impl Ranked {
+    fn new(entry: TraceEntry, order: Order) -> Self {
+        Ranked {
+            key: entry.order_key(),
+            newest_first: order == Order::NewestFirst,
+            entry,
+        }
+    }
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+impl Eq for Ranked {}
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Ranked {
+    /// "Greater" means "worse": for newest-first an older entry is worse.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if self.newest_first {
+            other.key.cmp(&self.key)
+        } else {
+            self.key.cmp(&other.key)
+        }
+    }
+}
+
+const RETIRED_FILE: &str = "retired-watermarks.json";
+
+fn read_retired(dir: &std::path::Path) -> BTreeMap<String, u64> {
+    fs::read(dir.join(RETIRED_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn write_retired(dir: &std::path::Path, marks: &BTreeMap<String, u64>) -> Result<()> {
+    let tmp = dir.join(format!("{RETIRED_FILE}.tmp"));
+    let bytes = serde_json::to_vec(marks).unwrap_or_default();
+    fs::write(&tmp, bytes).map_err(|e| StoreError::io("write", &tmp, e))?;
+    fs::rename(&tmp, dir.join(RETIRED_FILE))
+        .map_err(|e| StoreError::io("rename", dir.join(RETIRED_FILE), e))
+}
