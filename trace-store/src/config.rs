@@ -14,8 +14,8 @@ use crate::error::{Result, StoreError};
 /// | `max_segment_bytes` | 256 MiB | a segment is also sealed when it reaches this size |
 /// | `max_age` | 7 days | sealed segments older than this are deleted |
 /// | `max_disk_bytes` | 10 GiB | oldest segments are deleted while the store is larger |
-/// | `block_events` | 512 | events per compressed block |
-/// | `compression_level` | 3 | zstd level (1 fastest .. 19 smallest; negative = faster still) |
+/// | `block_events` | 1024 | events per compressed block |
+/// | `compression_level` | 1 | zstd level (1 fastest .. 19 smallest; negative = faster still) |
 /// | `cache_bytes` | 32 MiB | sled page cache of the active segment |
 /// | `open_segments` | 8 | sealed segments kept open for reads |
 #[derive(Debug, Clone, PartialEq)]
@@ -48,8 +48,8 @@ impl Default for StoreConfig {
             max_segment_bytes: 256 * 1024 * 1024,
             max_age: Duration::from_secs(7 * 24 * 3600),
             max_disk_bytes: 10 * 1024 * 1024 * 1024,
-            block_events: 512,
-            compression_level: 3,
+            block_events: 1024,
+            compression_level: 1,
             cache_bytes: 32 * 1024 * 1024,
             open_segments: 8,
         }

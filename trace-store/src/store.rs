@@ -260,7 +260,15 @@ impl Store {
         }
         if !w.pending.is_empty() && !batch.entries.is_empty() {
             build(w, &mut new_summaries, &mut sled_batch)?;
-            w.tail_seq = new_summaries.last().map(|s| s.seq);
+            if w.pending.len() >= block_events / 2 {
+                // big enough to stand as a block: no rewrites under load
+                w.pending.clear();
+                w.tail_seq = None;
+            } else {
+                // a small tail is rewritten under the same key until it fills up, so a
+                // trickle of events still ends up in well-compressed blocks
+                w.tail_seq = new_summaries.last().map(|s| s.seq);
+            }
         }
         for q in batch.quarantined {
             let v = rmp_serde::to_vec_named(q).map_err(|e| StoreError::Corrupt {
