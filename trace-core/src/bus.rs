@@ -1,1 +1,291 @@
-//! bus
+//! Bus helpers (feature `nats`): connecting, creating or binding the input stream, durable
+//! pull consumers, and reading them in batches bounded by size and time.
+//!
+//! The delivery contract the readers build on: a consumer acks a batch only after its sink
+//! made it durable; a message seen again (`delivered > 1`) may already be durable and must be
+//! checked before it is stored again.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt;
+use thiserror::Error;
+
+use crate::subject::InputSubject;
+
+/// What went wrong talking to NATS; every variant names the server, stream or consumer.
+#[derive(Debug, Error)]
+pub enum BusError {
+    /// The server could not be reached or refused the connection.
+    #[error("cannot connect to NATS at {url}: {reason} (is nats-server running? set --nats-url or TRACE_AGENT_NATS_URL)")]
+    Connect {
+        /// The URL tried.
+        url: String,
+        /// What the client said.
+        reason: String,
+    },
+    /// JetStream refused to create, update or read the stream.
+    #[error("JetStream stream {stream}: {reason} (is JetStream enabled on the server? start nats-server with -js)")]
+    Stream {
+        /// The stream name.
+        stream: String,
+        /// What the server said.
+        reason: String,
+    },
+    /// JetStream refused to create or read the consumer.
+    #[error("JetStream consumer {consumer} on {stream}: {reason}")]
+    Consumer {
+        /// The stream name.
+        stream: String,
+        /// The durable consumer name.
+        consumer: String,
+        /// What the server said.
+        reason: String,
+    },
+}
+
+/// Connects with the options every trace-agent component uses: a connection name, a bounded
+/// connect timeout, endless reconnects, and disconnects logged.
+pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, BusError> {
+    connect_with(url, async_nats::ConnectOptions::new().name(name)).await
+}
+
+/// `connect` with caller-built options (auth, TLS, capacity).
+pub async fn connect_with(
+    url: &str,
+    options: async_nats::ConnectOptions,
+) -> Result<async_nats::Client, BusError> {
+    options
+        .connection_timeout(Duration::from_secs(5))
+        .max_reconnects(None)
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
+                async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                async_nats::Event::SlowConsumer(sid) => {
+                    tracing::warn!(sid, "slow consumer: messages dropped client-side")
+                }
+                other => tracing::debug!(event = %other, "NATS event"),
+            }
+        })
+        .connect(url)
+        .await
+        .map_err(|e| BusError::Connect {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+/// The input stream: a file stream over the input subjects with age and size limits and a
+/// duplicate window for `Nats-Msg-Id`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSpec {
+    /// Stream name (default `TRACE_EVENTS`).
+    pub name: String,
+    /// Subjects it captures.
+    pub subjects: Vec<String>,
+    /// How long JetStream keeps messages (the backlog window if the agent is down).
+    pub max_age: Duration,
+    /// Most bytes JetStream keeps.
+    pub max_bytes: i64,
+    /// Window in which a repeated `Nats-Msg-Id` is dropped.
+    pub duplicate_window: Duration,
+}
+
+impl StreamSpec {
+    /// The defaults over these inputs: `TRACE_EVENTS`, 24 h, 1 GiB, 2 min duplicate window.
+    pub fn over(inputs: &[InputSubject]) -> Self {
+        StreamSpec {
+            name: "TRACE_EVENTS".into(),
+            subjects: inputs.iter().map(|i| i.subject.clone()).collect(),
+            max_age: Duration::from_secs(24 * 3600),
+            max_bytes: 1024 * 1024 * 1024,
+            duplicate_window: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Creates the stream, or binds to an existing one and adds any missing subjects to it.
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    spec: &StreamSpec,
+) -> Result<stream::Stream, BusError> {
+    let err = |reason: String| BusError::Stream {
+        stream: spec.name.clone(),
+        reason,
+    };
+    match js.get_stream(&spec.name).await {
+        Ok(mut existing) => {
+            let info = existing.info().await.map_err(|e| err(e.to_string()))?;
+            let mut config = info.config.clone();
+            let missing: Vec<String> = spec
+                .subjects
+                .iter()
+                .filter(|s| !config.subjects.contains(s))
+                .cloned()
+                .collect();
+            if !missing.is_empty() {
+                tracing::info!(stream = %spec.name, ?missing, "adding subjects to the existing stream");
+                config.subjects.extend(missing);
+                js.update_stream(config)
+                    .await
+                    .map_err(|e| err(e.to_string()))?;
+            }
+            js.get_stream(&spec.name)
+                .await
+                .map_err(|e| err(e.to_string()))
+        }
+        Err(e) if is_stream_not_found(&e) => js
+            .create_stream(stream::Config {
+                name: spec.name.clone(),
+                subjects: spec.subjects.clone(),
+                storage: stream::StorageType::File,
+                retention: stream::RetentionPolicy::Limits,
+                max_age: spec.max_age,
+                max_bytes: spec.max_bytes,
+                duplicate_window: spec.duplicate_window,
+                discard: stream::DiscardPolicy::Old,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| err(e.to_string())),
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+fn is_stream_not_found(e: &jetstream::context::GetStreamError) -> bool {
+    matches!(
+        e.kind(),
+        jetstream::context::GetStreamErrorKind::JetStream(j)
+            if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
+}
+
+/// A durable pull consumer with explicit acks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsumerSpec {
+    /// Durable name (`trace-store` for the recorder).
+    pub durable: String,
+    /// Most messages in one batch.
+    pub batch_size: usize,
+    /// Longest wait for a batch to fill once its first message arrived.
+    pub batch_wait: Duration,
+    /// Most unacknowledged messages the server hands out (bounds memory in flight).
+    pub max_ack_pending: i64,
+    /// How long an unacked message waits before redelivery.
+    pub ack_wait: Duration,
+}
+
+impl ConsumerSpec {
+    /// Defaults for a durable name: batches of 1000 within 100 ms, 20,000 pending, 30 s ack wait.
+    pub fn durable(name: &str) -> Self {
+        ConsumerSpec {
+            durable: name.to_owned(),
+            batch_size: 1000,
+            batch_wait: Duration::from_millis(100),
+            max_ack_pending: 20_000,
+            ack_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Creates or binds the durable consumer.
+pub async fn durable_consumer(
+    stream: &stream::Stream,
+    spec: &ConsumerSpec,
+) -> Result<consumer::PullConsumer, BusError> {
+    let stream_name = stream.cached_info().config.name.clone();
+    stream
+        .get_or_create_consumer(
+            &spec.durable,
+            consumer::pull::Config {
+                durable_name: Some(spec.durable.clone()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                deliver_policy: consumer::DeliverPolicy::All,
+                max_ack_pending: spec.max_ack_pending,
+                ack_wait: spec.ack_wait,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| BusError::Consumer {
+            stream: stream_name,
+            consumer: spec.durable.clone(),
+            reason: e.to_string(),
+        })
+}
+
+/// Reads a pull consumer as batches: waits for a first message, then takes what follows
+/// until the batch is full or `batch_wait` has passed.
+pub struct BatchReader {
+    messages: consumer::pull::Stream,
+    batch_size: usize,
+    batch_wait: Duration,
+}
+
+impl BatchReader {
+    /// Starts pulling (the server is asked for up to `batch_size` messages at a time).
+    pub async fn new(
+        consumer: &consumer::PullConsumer,
+        spec: &ConsumerSpec,
+    ) -> Result<Self, BusError> {
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(spec.batch_size)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(|e| BusError::Consumer {
+                stream: String::new(),
+                consumer: spec.durable.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(BatchReader {
+            messages,
+            batch_size: spec.batch_size,
+            batch_wait: spec.batch_wait,
+        })
+    }
+
+    /// The next batch (never empty), or `None` when the stream of messages ended. Transient
+    /// errors (missed heartbeats while NATS is away) are logged and waited out.
+    pub async fn next_batch(&mut self) -> Option<Vec<jetstream::Message>> {
+        let first = loop {
+            match self.messages.next().await? {
+                Ok(m) => break m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "pull consumer error; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        let mut batch = Vec::with_capacity(self.batch_size);
+        batch.push(first);
+        let deadline = tokio::time::Instant::now() + self.batch_wait;
+        while batch.len() < self.batch_size {
+            match tokio::time::timeout_at(deadline, self.messages.next()).await {
+                Ok(Some(Ok(m))) => batch.push(m),
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(error = %e, "pull consumer error during a batch");
+                    break;
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        Some(batch)
+    }
+}
+
+/// Acks every message (fire-and-forget acks; the server applies them in order). Returns how
+/// many acks could not be sent (they will be redelivered and deduplicated).
+pub async fn ack_all(batch: &[jetstream::Message]) -> usize {
+    let mut failed = 0;
+    for m in batch {
+        if let Err(e) = m.ack().await {
+            failed += 1;
+            tracing::debug!(error = %e, "ack not sent");
+        }
+    }
+    failed
+}

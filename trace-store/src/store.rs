@@ -4,7 +4,7 @@
 //! that may match; `maintain` rotates and applies retention.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, HashSet};
 use std::fs;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -18,6 +18,9 @@ use crate::config::StoreConfig;
 use crate::error::{Result, StoreError};
 use crate::quarantine::QuarantineRecord;
 use crate::segment::{self, Segment};
+
+/// High bit of quarantine keys of messages without a stream position.
+const QUARANTINE_LOCAL: u64 = 1 << 63;
 
 /// Longest `explain` chain followed.
 pub const MAX_CHAIN: usize = 256;
@@ -276,8 +279,15 @@ impl Store {
                 path: w.active.dir.clone(),
                 detail: e.to_string(),
             })?;
-            sled_batch.insert(&segment::quarantine_key(w.next_q), v);
-            w.next_q += 1;
+            // keyed by stream position when known, so a redelivery overwrites, never doubles
+            let key = match q.stream_seq {
+                Some(seq) => segment::quarantine_key(seq & !QUARANTINE_LOCAL),
+                None => {
+                    w.next_q += 1;
+                    segment::quarantine_key(QUARANTINE_LOCAL | w.next_q)
+                }
+            };
+            sled_batch.insert(&key, v);
         }
         if let Some((name, seq)) = batch.checkpoint {
             sled_batch.insert(segment::watermark_key(name), &seq.to_be_bytes());
@@ -633,6 +643,63 @@ impl Store {
             }
         }
         Ok(None)
+    }
+
+    /// Which of `ids` are stored: one pass over the summaries, each candidate block decoded
+    /// once. Used to deduplicate redelivered messages.
+    pub fn contains_ids(&self, ids: &[EventId]) -> Result<HashSet<EventId>> {
+        let mut found = HashSet::new();
+        if ids.is_empty() {
+            return Ok(found);
+        }
+        let wanted: HashSet<EventId> = ids.iter().copied().collect();
+        let mut segments = self.segments();
+        segments.reverse();
+        for seg in segments {
+            let seqs: Vec<u64> = seg
+                .state()
+                .summaries
+                .iter()
+                .filter(|s| {
+                    wanted
+                        .iter()
+                        .any(|id| !found.contains(id) && s.may_hold(id))
+                })
+                .map(|s| s.seq)
+                .collect();
+            for seq in seqs {
+                if let Some(entries) = self.read_entries(&seg, seq)? {
+                    found.extend(
+                        entries
+                            .iter()
+                            .map(|e| e.id)
+                            .filter(|id| wanted.contains(id)),
+                    );
+                }
+            }
+            if found.len() == wanted.len() {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
+    /// Whether a message at this stream position is already quarantined.
+    pub fn has_quarantined(&self, stream_seq: u64) -> Result<bool> {
+        let key = segment::quarantine_key(stream_seq & !QUARANTINE_LOCAL);
+        for seg in self.segments().iter().rev() {
+            if seg.state().quarantined == 0 {
+                continue;
+            }
+            let db = seg.db()?;
+            if db
+                .contains_key(key)
+                .map_err(|e| StoreError::sled("read quarantine", &seg.dir, e))?
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The chain of causes: the entry, its parent, the parent's parent... up to the root (or

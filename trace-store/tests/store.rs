@@ -261,6 +261,13 @@ fn get_explain_and_quarantine() {
     let (total, records) = store.quarantine(10).expect("quarantine");
     assert_eq!(total, 1);
     assert_eq!(records, vec![q]);
+    assert!(store.has_quarantined(9).expect("lookup"));
+    assert!(!store.has_quarantined(10).expect("lookup"));
+    let unknown = EventId::new_at(t0());
+    let found = store
+        .contains_ids(&[root.id, leaf.id, unknown])
+        .expect("contains");
+    assert!(found.contains(&root.id) && found.contains(&leaf.id) && !found.contains(&unknown));
 }
 
 #[test]
