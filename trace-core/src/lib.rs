@@ -7,6 +7,7 @@
 //!   envelope that publishers send and blocks store.
 //! - [`limits`]: the [`Limits`] every message is checked against before decoding.
 //! - [`subject`]: the subject scheme `game.<kind>.<source>.<type>` and its mapping.
+//! - [`human`]: durations, byte sizes and time arguments as people write them.
 //! - [`query`]: the [`Query`] a store answers, with its [`Cursor`] and [`QueryPage`].
 //! - `bus` (feature `nats`, on by default): connecting, stream and consumer setup, and the
 //!   batched pull-consume loop with acks after durability.
@@ -17,6 +18,7 @@
 pub mod codec;
 pub mod entry;
 pub mod error;
+pub mod human;
 pub mod limits;
 pub mod query;
 pub mod subject;

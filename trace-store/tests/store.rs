@@ -227,7 +227,7 @@ fn get_explain_and_quarantine() {
         .append_at(
             AppendBatch {
                 entries: &[root.clone(), mid.clone()],
-                quarantined: &[q.clone()],
+                quarantined: std::slice::from_ref(&q),
                 checkpoint: None,
             },
             t0(),

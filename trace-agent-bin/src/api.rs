@@ -1,0 +1,373 @@
+//! The API: a NATS micro service (`nats micro ls` finds it) with one endpoint per verb on
+//! `trace.api.<verb>`. Requests and replies are JSON or msgpack; a reply uses the request's
+//! encoding (an empty body or one starting with `{` is JSON). Errors carry the standard
+//! `Nats-Service-Error` / `Nats-Service-Error-Code` headers and a JSON `{"error": ...}` body.
+//!
+//! This module holds both sides: the service the agent runs and the client the CLI uses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::service::ServiceExt;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, Semaphore};
+use trace_core::{EventId, Query, QueryPage, TraceEntry};
+use trace_store::{QuarantineRecord, Store, StoreInfo};
+
+use crate::recorder::{RecorderSnapshot, RecorderStats};
+
+/// The subject prefix of every verb.
+pub const API_PREFIX: &str = "trace.api";
+
+/// Verbs served by this build.
+pub const VERBS: &[&str] = &["query", "get", "explain", "quarantine", "store_info"];
+
+/// `get` and `explain` take an id.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct IdRequest {
+    /// The event id (ULID).
+    pub id: String,
+}
+
+/// `explain` replies with the chain, the asked event first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExplainReply {
+    /// The event, its parent, the parent's parent... up to the root.
+    pub chain: Vec<TraceEntry>,
+}
+
+/// `quarantine` takes a limit.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct QuarantineRequest {
+    /// Most records returned (default 100).
+    pub limit: Option<usize>,
+}
+
+/// One quarantined message as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuarantineView {
+    /// When it arrived.
+    pub received_at: DateTime<Utc>,
+    /// Its subject.
+    pub subject: String,
+    /// The broken rule.
+    pub kind: String,
+    /// Why it was refused.
+    pub reason: String,
+    /// Its stream position.
+    pub stream_seq: Option<u64>,
+    /// Payload size.
+    pub raw_len: usize,
+    /// The payload's first bytes, printable.
+    pub preview: String,
+    /// The payload, hex-encoded.
+    pub raw_hex: String,
+}
+
+impl From<QuarantineRecord> for QuarantineView {
+    fn from(r: QuarantineRecord) -> Self {
+        QuarantineView {
+            preview: r.preview(120),
+            raw_len: r.raw.len(),
+            raw_hex: r.raw.iter().map(|b| format!("{b:02x}")).collect(),
+            received_at: r.received_at,
+            subject: r.subject,
+            kind: r.kind,
+            reason: r.reason,
+            stream_seq: r.stream_seq,
+        }
+    }
+}
+
+/// `quarantine` reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuarantineReply {
+    /// How many are kept in all.
+    pub total: u64,
+    /// The newest ones.
+    pub records: Vec<QuarantineView>,
+}
+
+/// `store_info` reply: the store's figures and the recorder's counters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoreInfoReply {
+    /// Store figures.
+    #[serde(flatten)]
+    pub store: StoreInfo,
+    /// Ingest counters.
+    pub recorder: RecorderSnapshot,
+}
+
+/// An API failure: a code (HTTP-like) and a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message} (code {code})")]
+pub struct ApiError {
+    /// 400 bad request, 404 not found, 500 internal, 503 unavailable.
+    pub code: usize,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl ApiError {
+    fn bad_request(m: impl Into<String>) -> Self {
+        ApiError {
+            code: 400,
+            message: m.into(),
+        }
+    }
+    fn internal(m: impl std::fmt::Display) -> Self {
+        ApiError {
+            code: 500,
+            message: m.to_string(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Json,
+    Msgpack,
+}
+
+fn encoding_of(body: &[u8]) -> Encoding {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None | Some(b'{') => Encoding::Json,
+        Some(_) => Encoding::Msgpack,
+    }
+}
+
+fn decode_request<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    match encoding_of(body) {
+        Encoding::Json => serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("request is not valid JSON for this verb: {e}"))
+        }),
+        Encoding::Msgpack => rmp_serde::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("request is not valid msgpack for this verb: {e}"))
+        }),
+    }
+}
+
+fn encode_reply<T: Serialize>(value: &T, enc: Encoding) -> Result<Bytes, ApiError> {
+    match enc {
+        Encoding::Json => serde_json::to_vec(value)
+            .map(Bytes::from)
+            .map_err(ApiError::internal),
+        Encoding::Msgpack => rmp_serde::to_vec_named(value)
+            .map(Bytes::from)
+            .map_err(ApiError::internal),
+    }
+}
+
+/// What the API answers from.
+pub struct ApiState {
+    /// The store.
+    pub store: Arc<Store>,
+    /// The recorder's counters.
+    pub recorder: Arc<RecorderStats>,
+}
+
+impl ApiState {
+    /// Answers one request of `verb`; blocking store work runs off the async threads.
+    async fn answer(self: &Arc<Self>, verb: &str, body: Bytes) -> Result<Bytes, ApiError> {
+        let enc = encoding_of(&body);
+        let state = self.clone();
+        let verb = verb.to_owned();
+        tokio::task::spawn_blocking(move || state.answer_blocking(&verb, &body, enc))
+            .await
+            .map_err(ApiError::internal)?
+    }
+
+    fn answer_blocking(&self, verb: &str, body: &[u8], enc: Encoding) -> Result<Bytes, ApiError> {
+        let parse_id = |body: &[u8]| -> Result<EventId, ApiError> {
+            let req: IdRequest = decode_request(body)?;
+            if req.id.is_empty() {
+                return Err(ApiError::bad_request("missing `id`"));
+            }
+            req.id
+                .parse()
+                .map_err(|e: trace_core::FieldError| ApiError::bad_request(e.to_string()))
+        };
+        match verb {
+            "query" => {
+                let q: Query = decode_request(body)?;
+                let page: QueryPage = self.store.query(&q).map_err(ApiError::internal)?;
+                encode_reply(&page, enc)
+            }
+            "get" => {
+                let id = parse_id(body)?;
+                match self.store.get(&id).map_err(ApiError::internal)? {
+                    Some(e) => encode_reply(&e, enc),
+                    None => Err(ApiError {
+                        code: 404,
+                        message: format!("no event with id {id}"),
+                    }),
+                }
+            }
+            "explain" => {
+                let id = parse_id(body)?;
+                let chain = self.store.explain(&id).map_err(|e| match e {
+                    trace_store::StoreError::NotFound(m) => ApiError {
+                        code: 404,
+                        message: format!("no event with id {m}"),
+                    },
+                    other => ApiError::internal(other),
+                })?;
+                encode_reply(&ExplainReply { chain }, enc)
+            }
+            "quarantine" => {
+                let req: QuarantineRequest = decode_request(body)?;
+                let (total, records) = self
+                    .store
+                    .quarantine(req.limit.unwrap_or(100))
+                    .map_err(ApiError::internal)?;
+                encode_reply(
+                    &QuarantineReply {
+                        total,
+                        records: records.into_iter().map(Into::into).collect(),
+                    },
+                    enc,
+                )
+            }
+            "store_info" => {
+                let reply = StoreInfoReply {
+                    store: self.store.info(),
+                    recorder: self.recorder.snapshot(),
+                };
+                encode_reply(&reply, enc)
+            }
+            other => Err(ApiError::bad_request(format!("unknown verb {other}"))),
+        }
+    }
+}
+
+/// Serves the API until `shutdown`; at most `concurrency` requests are answered at once.
+pub async fn serve(
+    client: async_nats::Client,
+    name: &str,
+    state: Arc<ApiState>,
+    concurrency: usize,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let service = client
+        .service_builder()
+        .description("trace-agent: recorded game events, queries and analytics")
+        .start(name, env!("CARGO_PKG_VERSION"))
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the micro service {name}: {e}"))?;
+    let group = service.group(API_PREFIX);
+    let limit = Arc::new(Semaphore::new(concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    for verb in VERBS {
+        let mut endpoint = group
+            .endpoint(*verb)
+            .await
+            .map_err(|e| anyhow::anyhow!("adding endpoint {API_PREFIX}.{verb}: {e}"))?;
+        let (state, limit, verb) = (state.clone(), limit.clone(), (*verb).to_owned());
+        tasks.spawn(async move {
+            while let Some(request) = endpoint.next().await {
+                let Ok(permit) = limit.clone().acquire_owned().await else {
+                    break;
+                };
+                let state = state.clone();
+                let verb = verb.clone();
+                tokio::spawn(async move {
+                    let reply = state.answer(&verb, request.message.payload.clone()).await;
+                    let sent = match reply {
+                        Ok(body) => request.respond(Ok(body)).await,
+                        Err(err) => {
+                            // the standard error headers, plus a JSON body that says the same
+                            let mut headers = async_nats::HeaderMap::new();
+                            headers.insert("Nats-Service-Error", err.message.as_str());
+                            headers
+                                .insert("Nats-Service-Error-Code", err.code.to_string().as_str());
+                            let body =
+                                serde_json::json!({ "error": err.message, "code": err.code })
+                                    .to_string();
+                            request.respond_with_headers(Ok(body.into()), headers).await
+                        }
+                    };
+                    if let Err(e) = sent {
+                        tracing::debug!(error = %e, "API reply not sent");
+                    }
+                    drop(permit);
+                });
+            }
+        });
+    }
+    tracing::info!(service = name, subjects = %format!("{API_PREFIX}.{{{}}}", VERBS.join(",")), "API serving");
+    let _ = shutdown.changed().await;
+    tasks.abort_all();
+    service
+        .stop()
+        .await
+        .map_err(|e| anyhow::anyhow!("stopping the micro service: {e}"))?;
+    Ok(())
+}
+
+/// The CLI's side: requests to a running agent.
+pub struct ApiClient {
+    client: async_nats::Client,
+    timeout: Duration,
+    url: String,
+}
+
+impl ApiClient {
+    /// Connects to NATS at `url`.
+    pub async fn connect(url: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let client = trace_core::bus::connect(url, "trace-agent-cli").await?;
+        Ok(ApiClient {
+            client,
+            timeout,
+            url: url.to_owned(),
+        })
+    }
+
+    /// Sends `req` to `trace.api.<verb>` as JSON and decodes the JSON reply.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        verb: &str,
+        req: &Req,
+    ) -> anyhow::Result<Resp> {
+        let subject = format!("{API_PREFIX}.{verb}");
+        let body = serde_json::to_vec(req)?;
+        let reply = tokio::time::timeout(
+            self.timeout,
+            self.client.request(subject.clone(), body.into()),
+        )
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "no answer on {subject} within {:?}: is `trace-agent run` running against {}?",
+                self.timeout,
+                self.url
+            )
+        })?
+        .map_err(|e| match e.kind() {
+            async_nats::client::RequestErrorKind::NoResponders => anyhow::anyhow!(
+                "no trace-agent answers on {subject} at {}: start one with `trace-agent run`",
+                self.url
+            ),
+            _ => anyhow::anyhow!("request on {subject}: {e}"),
+        })?;
+        if let Some(headers) = &reply.headers {
+            if let Some(code) = headers.get("Nats-Service-Error-Code") {
+                let message = headers
+                    .get("Nats-Service-Error")
+                    .map(|v| v.to_string())
+                    .unwrap_or_default();
+                anyhow::bail!("{message} (code {code})");
+            }
+        }
+        serde_json::from_slice(&reply.payload)
+            .with_context(|| format!("reply on {subject} is not what this CLI expects"))
+    }
+}

@@ -1,0 +1,316 @@
+//! Command-line interface: the argument definitions (stage one: raw flags) and the commands
+//! that turn them into validated settings and run (stage two).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use trace_core::human::{parse_duration, parse_time_arg};
+use trace_core::query::MAX_PAGE;
+use trace_core::{Category, Order, Query, QueryPage, Severity, TraceEntry};
+
+use crate::api::{
+    ApiClient, ExplainReply, IdRequest, QuarantineReply, QuarantineRequest, StoreInfoReply,
+};
+use crate::config::{AgentConfig, FlagOverrides};
+use crate::output;
+
+/// trace-agent: records every game event from NATS durably and answers questions about them.
+#[derive(Debug, Parser)]
+#[command(name = "trace-agent", version, about, long_about = None)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the sidecar: record the input subjects into the store and serve the API.
+    Run(RunArgs),
+    /// Find recorded events (newest first) by time, type, source, category, severity, player, session.
+    Query(QueryArgs),
+    /// Show one event by id.
+    Get(IdArgs),
+    /// Show an event and the chain of events that caused it (its `parent` links).
+    Explain(IdArgs),
+    /// List messages that were refused (with the reason) instead of recorded.
+    Quarantine(QuarantineArgs),
+    /// Show the store: segments, blocks, events, bytes on disk, compression ratio.
+    StoreInfo(InfoArgs),
+}
+
+/// `run` flags.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// TOML configuration file (see README); env TRACE_AGENT_CONFIG.
+    #[arg(long, env = "TRACE_AGENT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// NATS server URL [default: nats://127.0.0.1:4222]. Overrides the file and TRACE_AGENT_NATS_URL.
+    #[arg(long)]
+    pub nats_url: Option<String>,
+    /// Store directory [default: ./trace-data]. Overrides the file and TRACE_AGENT_DATA_DIR.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// How the CLI reaches a running agent.
+#[derive(Debug, Args, Clone)]
+pub struct ConnArgs {
+    /// NATS server URL of the running agent.
+    #[arg(
+        long,
+        env = "TRACE_AGENT_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+    /// How long to wait for each answer (e.g. 5s).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Print JSON (JSON Lines for lists) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `query` flags.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// Only events at or after this time: RFC 3339 or relative (15m, 2h, 7d ago).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only events before this time: RFC 3339 or relative.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Event type, exact or a prefix ending in `.*` (player.*).
+    #[arg(long = "type")]
+    pub event_type: Option<String>,
+    /// Emitting source.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Category: state_change, player_action, system_event, agent_decision or another name.
+    #[arg(long)]
+    pub category: Option<String>,
+    /// Minimum severity: trace, debug, info, warn, error, critical.
+    #[arg(long)]
+    pub severity: Option<String>,
+    /// Player id.
+    #[arg(long)]
+    pub player: Option<String>,
+    /// Session id.
+    #[arg(long)]
+    pub session: Option<String>,
+    /// Most events to return (pages are followed as needed).
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Oldest first instead of newest first.
+    #[arg(long)]
+    pub oldest_first: bool,
+    /// Connection and output.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+/// An event id argument.
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// The event id (ULID).
+    pub id: String,
+    /// Connection and output.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+/// `quarantine` flags.
+#[derive(Debug, Args)]
+pub struct QuarantineArgs {
+    /// Most records to show, newest first.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Connection and output.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+/// `store-info` flags.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Connection and output.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+/// Loads and validates the configuration of `run` (file < env < flags).
+pub fn load_run_config(args: &RunArgs) -> anyhow::Result<AgentConfig> {
+    let env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("TRACE_AGENT_"))
+        .collect();
+    let flags = FlagOverrides {
+        nats_url: args.nats_url.clone(),
+        data_dir: args.data_dir.clone(),
+    };
+    Ok(AgentConfig::load(args.config.as_deref(), &env, &flags)?)
+}
+
+impl QueryArgs {
+    /// Validates the filters into a `Query` (stage two of parsing).
+    pub fn to_query(&self) -> anyhow::Result<Query> {
+        let now = chrono::Utc::now();
+        let time = |flag: &str, v: &Option<String>| -> anyhow::Result<_> {
+            v.as_deref()
+                .map(|s| parse_time_arg(s, now).map_err(|e| anyhow::anyhow!("--{flag}: {e}")))
+                .transpose()
+        };
+        let severity = self
+            .severity
+            .as_deref()
+            .map(|s| {
+                s.parse::<Severity>()
+                    .map_err(|e| anyhow::anyhow!("--severity: {e}"))
+            })
+            .transpose()?;
+        if self.limit == 0 {
+            anyhow::bail!("--limit must be at least 1");
+        }
+        let q = Query {
+            since: time("since", &self.since)?,
+            until: time("until", &self.until)?,
+            event_type: self.event_type.clone(),
+            source: self.source.clone(),
+            category: self.category.as_deref().map(Category::parse),
+            severity,
+            player: self.player.clone(),
+            session: self.session.clone(),
+            limit: Some(self.limit.min(MAX_PAGE)),
+            order: if self.oldest_first {
+                Order::OldestFirst
+            } else {
+                Order::NewestFirst
+            },
+            cursor: None,
+        };
+        if let (Some(s), Some(u)) = (q.since, q.until) {
+            if s >= u {
+                anyhow::bail!("--since ({s}) must be before --until ({u})");
+            }
+        }
+        Ok(q)
+    }
+}
+
+/// Runs a client command against a running agent.
+pub async fn run_client(command: Command) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        Command::Run(_) => anyhow::bail!("`run` is not a client command"),
+        Command::Query(args) => {
+            let mut q = args.to_query()?;
+            let api = ApiClient::connect(&args.conn.nats_url, args.conn.timeout).await?;
+            let mut entries: Vec<TraceEntry> = Vec::new();
+            loop {
+                q.limit = Some((args.limit - entries.len()).min(MAX_PAGE));
+                let page: QueryPage = api.call("query", &q).await?;
+                let got = page.entries.len();
+                if args.conn.json {
+                    for e in &page.entries {
+                        writeln!(out, "{}", serde_json::to_string(e)?)?;
+                    }
+                }
+                entries.extend(page.entries);
+                match page.next_cursor {
+                    Some(c) if entries.len() < args.limit && got > 0 => q.cursor = Some(c),
+                    _ => break,
+                }
+            }
+            if !args.conn.json {
+                output::entries_table(&entries).print(&mut out)?;
+                writeln!(out, "{} event(s)", entries.len())?;
+            }
+        }
+        Command::Get(args) => {
+            let api = ApiClient::connect(&args.conn.nats_url, args.conn.timeout).await?;
+            let e: TraceEntry = api
+                .call(
+                    "get",
+                    &IdRequest {
+                        id: args.id.clone(),
+                    },
+                )
+                .await?;
+            if args.conn.json {
+                writeln!(out, "{}", serde_json::to_string(&e)?)?;
+            } else {
+                output::entry_detail(&e, &mut out)?;
+            }
+        }
+        Command::Explain(args) => {
+            let api = ApiClient::connect(&args.conn.nats_url, args.conn.timeout).await?;
+            let reply: ExplainReply = api
+                .call(
+                    "explain",
+                    &IdRequest {
+                        id: args.id.clone(),
+                    },
+                )
+                .await?;
+            if args.conn.json {
+                for e in &reply.chain {
+                    writeln!(out, "{}", serde_json::to_string(e)?)?;
+                }
+            } else {
+                writeln!(
+                    out,
+                    "{} (the asked event first, then what caused it)",
+                    plural(reply.chain.len(), "event")
+                )?;
+                output::entries_table(&reply.chain).print(&mut out)?;
+            }
+        }
+        Command::Quarantine(args) => {
+            let api = ApiClient::connect(&args.conn.nats_url, args.conn.timeout).await?;
+            let reply: QuarantineReply = api
+                .call(
+                    "quarantine",
+                    &QuarantineRequest {
+                        limit: Some(args.limit),
+                    },
+                )
+                .await?;
+            if args.conn.json {
+                for r in &reply.records {
+                    writeln!(out, "{}", serde_json::to_string(r)?)?;
+                }
+            } else {
+                output::quarantine_table(&reply.records).print(&mut out)?;
+                writeln!(
+                    out,
+                    "{} shown, {} quarantined in all",
+                    reply.records.len(),
+                    reply.total
+                )?;
+            }
+        }
+        Command::StoreInfo(args) => {
+            let api = ApiClient::connect(&args.conn.nats_url, args.conn.timeout).await?;
+            let info: StoreInfoReply = api.call("store_info", &serde_json::json!({})).await?;
+            if args.conn.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&info)?)?;
+            } else {
+                output::store_info(&info, &mut out)?;
+            }
+        }
+    }
+    out.flush().context("writing output")?;
+    Ok(())
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}

@@ -1,0 +1,614 @@
+//! The agent's configuration: a TOML file, then `TRACE_AGENT_*` environment variables, then
+//! command-line flags, each layer overriding the one before. Everything is validated once, up
+//! front, and a bad value is refused with the key, where it came from, and how to fix it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use trace_core::bus::{ConsumerSpec, StreamSpec};
+use trace_core::human::{format_duration, parse_bytes, parse_duration};
+use trace_core::subject::{default_inputs, validate_pattern};
+use trace_core::{InputSubject, Limits};
+use trace_store::StoreConfig;
+
+/// The whole configuration, as the file spells it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// NATS server URL.
+    pub nats_url: String,
+    /// Where the store lives.
+    pub data_dir: PathBuf,
+    /// Subjects recorded and the kind of source on each.
+    pub inputs: Vec<InputSubject>,
+    /// The JetStream stream in front of the store.
+    pub stream: StreamSection,
+    /// The recording consumer.
+    pub recorder: RecorderSection,
+    /// Store layout and retention.
+    pub store: StoreSection,
+    /// Limits every incoming message is checked against.
+    pub limits: Limits,
+    /// The NATS micro service API.
+    pub api: ApiSection,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            nats_url: "nats://127.0.0.1:4222".into(),
+            data_dir: PathBuf::from("./trace-data"),
+            inputs: default_inputs(),
+            stream: StreamSection::default(),
+            recorder: RecorderSection::default(),
+            store: StoreSection::default(),
+            limits: Limits::default(),
+            api: ApiSection::default(),
+        }
+    }
+}
+
+/// `[stream]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamSection {
+    /// Stream name.
+    pub name: String,
+    /// How long JetStream keeps messages.
+    #[serde(with = "human_duration")]
+    pub max_age: Duration,
+    /// Most bytes JetStream keeps.
+    #[serde(with = "human_bytes")]
+    pub max_bytes: u64,
+    /// `Nats-Msg-Id` duplicate window.
+    #[serde(with = "human_duration")]
+    pub duplicate_window: Duration,
+}
+
+impl Default for StreamSection {
+    fn default() -> Self {
+        let d = StreamSpec::over(&[]);
+        StreamSection {
+            name: d.name,
+            max_age: d.max_age,
+            max_bytes: d.max_bytes as u64,
+            duplicate_window: d.duplicate_window,
+        }
+    }
+}
+
+/// `[recorder]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecorderSection {
+    /// Durable consumer name.
+    pub consumer: String,
+    /// Most messages per batch.
+    pub batch_size: usize,
+    /// Longest wait for a batch to fill.
+    #[serde(with = "human_duration")]
+    pub batch_wait: Duration,
+    /// Most unacknowledged messages in flight.
+    pub max_ack_pending: i64,
+    /// Redelivery delay of unacked messages.
+    #[serde(with = "human_duration")]
+    pub ack_wait: Duration,
+}
+
+impl Default for RecorderSection {
+    fn default() -> Self {
+        let d = ConsumerSpec::durable("trace-store");
+        RecorderSection {
+            consumer: d.durable,
+            batch_size: d.batch_size,
+            batch_wait: d.batch_wait,
+            max_ack_pending: d.max_ack_pending,
+            ack_wait: d.ack_wait,
+        }
+    }
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSection {
+    /// A segment takes writes this long.
+    #[serde(with = "human_duration")]
+    pub segment_window: Duration,
+    /// A segment is sealed early at this size.
+    #[serde(with = "human_bytes")]
+    pub max_segment_bytes: u64,
+    /// Sealed segments older than this are deleted.
+    #[serde(with = "human_duration")]
+    pub max_age: Duration,
+    /// Disk budget of the store.
+    #[serde(with = "human_bytes")]
+    pub max_disk_bytes: u64,
+    /// Events per block.
+    pub block_events: usize,
+    /// zstd level.
+    pub compression_level: i32,
+    /// sled cache of the active segment.
+    #[serde(with = "human_bytes")]
+    pub cache_bytes: u64,
+    /// How often rotation and retention run.
+    #[serde(with = "human_duration")]
+    pub retention_interval: Duration,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        let d = StoreConfig::default();
+        StoreSection {
+            segment_window: d.segment_window,
+            max_segment_bytes: d.max_segment_bytes,
+            max_age: d.max_age,
+            max_disk_bytes: d.max_disk_bytes,
+            block_events: d.block_events,
+            compression_level: d.compression_level,
+            cache_bytes: d.cache_bytes,
+            retention_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSection {
+    /// Micro service name (what `nats micro ls` shows).
+    pub name: String,
+    /// Requests answered at once.
+    pub concurrency: usize,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection {
+            name: "trace-agent".into(),
+            concurrency: 16,
+        }
+    }
+}
+
+/// Values given on the command line (the last layer).
+#[derive(Debug, Clone, Default)]
+pub struct FlagOverrides {
+    /// `--nats-url`.
+    pub nats_url: Option<String>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Where a configuration value came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Origin {
+    File(PathBuf),
+    Env(String),
+    Flag(&'static str),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::File(p) => write!(f, "in {}", p.display()),
+            Origin::Env(v) => write!(f, "from environment variable {v}"),
+            Origin::Flag(name) => write!(f, "from flag {name}"),
+        }
+    }
+}
+
+/// A configuration the agent refuses to start with.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl AgentConfig {
+    /// Loads file < environment < flags and validates. `env` is the process environment
+    /// (passed in so tests need not touch the real one).
+    pub fn load(
+        file: Option<&Path>,
+        env: &BTreeMap<String, String>,
+        flags: &FlagOverrides,
+    ) -> Result<AgentConfig, ConfigError> {
+        let mut table = toml::Table::new();
+        let mut origins: BTreeMap<String, Origin> = BTreeMap::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError(format!("cannot read config file {}: {e}", path.display()))
+            })?;
+            table = toml::from_str(&text).map_err(|e| {
+                ConfigError(format!(
+                    "config file {} is not valid TOML: {e}",
+                    path.display()
+                ))
+            })?;
+            let mut keys = Vec::new();
+            collect_keys(&table, "", &mut keys);
+            for k in keys {
+                origins.insert(k, Origin::File(path.to_owned()));
+            }
+        }
+        for (var, value) in env {
+            let Some(rest) = var.strip_prefix("TRACE_AGENT_") else {
+                continue;
+            };
+            if rest == "CONFIG" || rest == "LOG" {
+                continue;
+            }
+            let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+            set_path(&mut table, &path, env_value(value));
+            origins.insert(path.join("."), Origin::Env(var.clone()));
+        }
+        if let Some(url) = &flags.nats_url {
+            table.insert("nats_url".into(), toml::Value::String(url.clone()));
+            origins.insert("nats_url".into(), Origin::Flag("--nats-url"));
+        }
+        if let Some(dir) = &flags.data_dir {
+            table.insert(
+                "data_dir".into(),
+                toml::Value::String(dir.to_string_lossy().into_owned()),
+            );
+            origins.insert("data_dir".into(), Origin::Flag("--data-dir"));
+        }
+        let origin_of = |key: &str| {
+            origins
+                .iter()
+                .filter(|(k, _)| {
+                    key == k.as_str()
+                        || key.starts_with(&format!("{k}."))
+                        || k.starts_with(&format!("{key}."))
+                })
+                .map(|(_, o)| format!(" ({o})"))
+                .next()
+                .unwrap_or_default()
+        };
+        let config: AgentConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let key = e.path().to_string();
+                let key = if key == "." { String::new() } else { key };
+                let inner = e.into_inner().to_string();
+                if key.is_empty() {
+                    ConfigError(inner)
+                } else {
+                    ConfigError(format!("`{key}`{}: {inner}", origin_of(&key)))
+                }
+            })?;
+        config
+            .validate()
+            .map_err(|(key, why)| ConfigError(format!("`{key}`{}: {why}", origin_of(&key))))?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but cannot work; returns the key and the problem.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let url = self.nats_url.trim();
+        let scheme_ok = ["nats://", "tls://", "ws://", "wss://"]
+            .iter()
+            .any(|s| url.starts_with(s))
+            || !url.contains("://");
+        if url.is_empty() || !scheme_ok {
+            return Err((
+                "nats_url".into(),
+                format!(
+                    "{url:?} is not a NATS URL: use nats://HOST:PORT (or tls://, ws://, wss://)"
+                ),
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(("data_dir".into(), "must not be empty".into()));
+        }
+        if self.inputs.is_empty() {
+            return Err((
+                "inputs".into(),
+                "at least one input subject is needed, e.g. [[inputs]] subject = \"game.agent.>\" kind = \"agent\"".into(),
+            ));
+        }
+        for (i, input) in self.inputs.iter().enumerate() {
+            validate_pattern(&input.subject)
+                .map_err(|e| (format!("inputs[{i}].subject"), e.to_string()))?;
+        }
+        self.limits
+            .validate()
+            .map_err(|(k, why)| (format!("limits.{k}"), why))?;
+        self.store_config().validate().map_err(|e| match e {
+            trace_store::StoreError::Config { key, reason } => (format!("store.{key}"), reason),
+            other => ("store".into(), other.to_string()),
+        })?;
+        if self.store.retention_interval < Duration::from_millis(100) {
+            return Err((
+                "store.retention_interval".into(),
+                "must be at least 100ms".into(),
+            ));
+        }
+        let r = &self.recorder;
+        if !(1..=10_000).contains(&r.batch_size) {
+            return Err((
+                "recorder.batch_size".into(),
+                format!("must be 1..=10000, got {}", r.batch_size),
+            ));
+        }
+        if r.batch_wait.is_zero() || r.batch_wait > Duration::from_secs(10) {
+            return Err((
+                "recorder.batch_wait".into(),
+                format!(
+                    "must be between 1ms and 10s, got {}",
+                    format_duration(r.batch_wait)
+                ),
+            ));
+        }
+        if r.max_ack_pending < r.batch_size as i64 {
+            return Err((
+                "recorder.max_ack_pending".into(),
+                format!(
+                    "must be at least recorder.batch_size ({}), got {}",
+                    r.batch_size, r.max_ack_pending
+                ),
+            ));
+        }
+        if r.ack_wait < Duration::from_secs(1) {
+            return Err(("recorder.ack_wait".into(), "must be at least 1s".into()));
+        }
+        if r.consumer.is_empty() || r.consumer.contains(['.', ' ', '*', '>']) {
+            return Err((
+                "recorder.consumer".into(),
+                format!(
+                    "{:?} is not a valid durable name (no dots, spaces or wildcards)",
+                    r.consumer
+                ),
+            ));
+        }
+        if self.stream.name.is_empty() || self.stream.name.contains(['.', ' ', '*', '>']) {
+            return Err((
+                "stream.name".into(),
+                format!(
+                    "{:?} is not a valid stream name (no dots, spaces or wildcards)",
+                    self.stream.name
+                ),
+            ));
+        }
+        if self.stream.max_bytes > i64::MAX as u64 {
+            return Err(("stream.max_bytes".into(), "too large".into()));
+        }
+        if self.api.concurrency == 0 {
+            return Err(("api.concurrency".into(), "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The store's configuration.
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig {
+            dir: self.data_dir.clone(),
+            segment_window: self.store.segment_window,
+            max_segment_bytes: self.store.max_segment_bytes,
+            max_age: self.store.max_age,
+            max_disk_bytes: self.store.max_disk_bytes,
+            block_events: self.store.block_events,
+            compression_level: self.store.compression_level,
+            cache_bytes: self.store.cache_bytes,
+            ..StoreConfig::default()
+        }
+    }
+
+    /// The input stream's spec.
+    pub fn stream_spec(&self) -> StreamSpec {
+        StreamSpec {
+            name: self.stream.name.clone(),
+            subjects: self.inputs.iter().map(|i| i.subject.clone()).collect(),
+            max_age: self.stream.max_age,
+            max_bytes: self.stream.max_bytes as i64,
+            duplicate_window: self.stream.duplicate_window,
+        }
+    }
+
+    /// The recording consumer's spec.
+    pub fn consumer_spec(&self) -> ConsumerSpec {
+        ConsumerSpec {
+            durable: self.recorder.consumer.clone(),
+            batch_size: self.recorder.batch_size,
+            batch_wait: self.recorder.batch_wait,
+            max_ack_pending: self.recorder.max_ack_pending,
+            ack_wait: self.recorder.ack_wait,
+        }
+    }
+}
+
+fn collect_keys(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        if let toml::Value::Table(t) = v {
+            collect_keys(t, &key, out);
+        }
+        out.push(key);
+    }
+}
+
+/// An environment value: TOML when it parses as a value (numbers, booleans, arrays), else a
+/// plain string.
+fn env_value(raw: &str) -> toml::Value {
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
+    match path {
+        [] => {}
+        [last] => {
+            table.insert(last.clone(), value);
+        }
+        [head, rest @ ..] => {
+            let entry = table
+                .entry(head.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if !entry.is_table() {
+                *entry = toml::Value::Table(toml::Table::new());
+            }
+            if let toml::Value::Table(t) = entry {
+                set_path(t, rest, value);
+            }
+        }
+    }
+}
+
+/// Durations written as `15m`, `2h`, `500ms` (or a number of seconds).
+mod human_duration {
+    use super::*;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "expected a duration such as \"30s\", \"15m\", \"2h\" or \"7d\"",
+            )
+        })? {
+            Raw::Secs(n) => Ok(Duration::from_secs(n)),
+            Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Sizes written as `10GiB`, `500MB` (or a number of bytes).
+mod human_bytes {
+    use super::*;
+
+    pub fn serialize<S: serde::Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(*n)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "expected a size such as \"512MiB\", \"10GiB\" or a byte count",
+            )
+        })? {
+            Raw::Bytes(n) => Ok(n),
+            Raw::Text(t) => parse_bytes(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(
+        text: &str,
+        env: &[(&str, &str)],
+        flags: FlagOverrides,
+    ) -> Result<AgentConfig, ConfigError> {
+        let dir = tempfile::tempdir().map_err(|e| ConfigError(e.to_string()))?;
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, text).map_err(|e| ConfigError(e.to_string()))?;
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        AgentConfig::load(Some(&path), &env, &flags)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c =
+            AgentConfig::load(None, &BTreeMap::new(), &FlagOverrides::default()).expect("defaults");
+        assert_eq!(c.nats_url, "nats://127.0.0.1:4222");
+        assert_eq!(c.inputs.len(), 3);
+    }
+
+    #[test]
+    fn layers_file_env_flags() {
+        let c = load_str(
+            "nats_url = \"nats://file:1\"\ndata_dir = \"/file\"\n[store]\nmax_age = \"2d\"\nblock_events = 100\n",
+            &[("TRACE_AGENT_STORE__MAX_AGE", "3d"), ("TRACE_AGENT_DATA_DIR", "/env")],
+            FlagOverrides { data_dir: Some("/flag".into()), nats_url: None },
+        )
+        .expect("valid");
+        assert_eq!(c.nats_url, "nats://file:1");
+        assert_eq!(c.data_dir, PathBuf::from("/flag"));
+        assert_eq!(c.store.max_age, Duration::from_secs(3 * 86_400));
+        assert_eq!(c.store.block_events, 100);
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_origin() {
+        let e = load_str(
+            "[store]\nmax_age = \"soon\"\n",
+            &[],
+            FlagOverrides::default(),
+        )
+        .expect_err("bad");
+        assert!(e.to_string().contains("store.max_age"), "{e}");
+        assert!(e.to_string().contains("agent.toml"), "{e}");
+        let e = load_str("colour = 1\n", &[], FlagOverrides::default()).expect_err("bad");
+        assert!(e.to_string().contains("colour"), "{e}");
+        let e = load_str(
+            "[[inputs]]\nsubject = \"game..x\"\nkind = \"agent\"\n",
+            &[],
+            FlagOverrides::default(),
+        )
+        .expect_err("bad");
+        assert!(e.to_string().contains("inputs[0].subject"), "{e}");
+        let e = load_str(
+            "[[inputs]]\nsubject = \"game.x\"\nkind = \"robot\"\n",
+            &[],
+            FlagOverrides::default(),
+        )
+        .expect_err("bad");
+        assert!(e.to_string().contains("inputs[0].kind"), "{e}");
+        let e = load_str(
+            "",
+            &[("TRACE_AGENT_RECORDER__BATCH_SIZE", "0")],
+            FlagOverrides::default(),
+        )
+        .expect_err("bad");
+        assert!(
+            e.to_string().contains("recorder.batch_size")
+                && e.to_string().contains("TRACE_AGENT_RECORDER__BATCH_SIZE"),
+            "{e}"
+        );
+        let e = load_str(
+            "",
+            &[],
+            FlagOverrides {
+                nats_url: Some("http://x".into()),
+                data_dir: None,
+            },
+        )
+        .expect_err("bad");
+        assert!(
+            e.to_string().contains("nats_url") && e.to_string().contains("--nats-url"),
+            "{e}"
+        );
+        let e = load_str(
+            "[store]\nmax_disk_bytes = \"lots\"\n",
+            &[],
+            FlagOverrides::default(),
+        )
+        .expect_err("bad");
+        assert!(e.to_string().contains("store.max_disk_bytes"), "{e}");
+    }
+}

@@ -1,0 +1,17 @@
+//! # trace-agent-bin: the `trace-agent` sidecar and CLI
+//!
+//! The binary is wiring: no algorithm lives here.
+//! - [`config`]: `AgentConfig`, layered file < `TRACE_AGENT_*` env < flags, validated up front.
+//! - [`recorder`]: the ingest path, JetStream batch -> decode -> dedupe -> store -> flush -> ack.
+//! - [`api`]: the NATS micro service on `trace.api.<verb>` and the CLI's client for it.
+//! - [`agent`]: `trace-agent run`: starts recorder, API and store maintenance; drains on stop.
+//! - [`cli`]: argument definitions and the client commands.
+//! - [`output`]: tables for people, JSON Lines for programs.
+#![deny(missing_docs)]
+
+pub mod agent;
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod output;
+pub mod recorder;

@@ -1,0 +1,314 @@
+//! The recorder: the ingest path from the JetStream input stream into the store.
+//!
+//! Each batch is decoded (envelopes validated, game traffic wrapped, the rest quarantined),
+//! redeliveries are checked against what is already stored, the batch is appended with the
+//! stream watermark in one atomic write, flushed, and only then acked. A failed write keeps
+//! the batch and retries (JetStream keeps the backlog); nothing is acked that is not durable,
+//! and nothing durable is stored twice.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use trace_core::bus::{
+    ack_all, durable_consumer, ensure_stream, BatchReader, ConsumerSpec, StreamSpec,
+};
+use trace_core::{Decoder, EventId, Incoming, TraceEntry};
+use trace_store::{AppendBatch, QuarantineRecord, Store};
+
+/// Counters of the ingest path, readable while it runs.
+#[derive(Debug, Default)]
+pub struct RecorderStats {
+    /// Messages taken from the stream (redeliveries included).
+    pub received: AtomicU64,
+    /// Entries stored.
+    pub stored: AtomicU64,
+    /// Messages quarantined.
+    pub quarantined: AtomicU64,
+    /// Redelivered messages found already durable and only acked.
+    pub duplicates_skipped: AtomicU64,
+    /// Batches made durable.
+    pub batches: AtomicU64,
+    /// Store writes that failed (each retried).
+    pub write_failures: AtomicU64,
+    /// Acks that could not be sent.
+    pub ack_failures: AtomicU64,
+    /// Highest stream sequence made durable.
+    pub last_stream_seq: AtomicU64,
+    /// Set while the store refuses writes.
+    pub store_failing: AtomicBool,
+}
+
+/// A snapshot of [`RecorderStats`] for the API.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecorderSnapshot {
+    /// Messages taken from the stream.
+    pub received: u64,
+    /// Entries stored.
+    pub stored: u64,
+    /// Messages quarantined.
+    pub quarantined: u64,
+    /// Redeliveries skipped as already durable.
+    pub duplicates_skipped: u64,
+    /// Batches made durable.
+    pub batches: u64,
+    /// Failed store writes.
+    pub write_failures: u64,
+    /// Acks not sent.
+    pub ack_failures: u64,
+    /// Highest durable stream sequence.
+    pub last_stream_seq: u64,
+    /// Whether the store currently refuses writes.
+    pub store_failing: bool,
+}
+
+impl RecorderStats {
+    /// The counters now.
+    pub fn snapshot(&self) -> RecorderSnapshot {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        RecorderSnapshot {
+            received: l(&self.received),
+            stored: l(&self.stored),
+            quarantined: l(&self.quarantined),
+            duplicates_skipped: l(&self.duplicates_skipped),
+            batches: l(&self.batches),
+            write_failures: l(&self.write_failures),
+            ack_failures: l(&self.ack_failures),
+            last_stream_seq: l(&self.last_stream_seq),
+            store_failing: self.store_failing.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The recorder's resources.
+pub struct Recorder {
+    /// Where entries go.
+    pub store: Arc<Store>,
+    /// How payloads are understood.
+    pub decoder: Arc<Decoder>,
+    /// The input stream.
+    pub stream: StreamSpec,
+    /// The durable consumer.
+    pub consumer: ConsumerSpec,
+    /// Counters.
+    pub stats: Arc<RecorderStats>,
+}
+
+/// One decoded message.
+enum Decoded {
+    Entry(TraceEntry),
+    Quarantine(QuarantineRecord),
+}
+
+impl Recorder {
+    /// Runs until `shutdown` turns true: binds the stream and consumer, then records batch
+    /// after batch. On shutdown the batch in hand is finished (stored, flushed, acked).
+    pub async fn run(
+        self,
+        js: jetstream::Context,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        let stream = ensure_stream(&js, &self.stream).await?;
+        let consumer = durable_consumer(&stream, &self.consumer).await?;
+        let mut reader = BatchReader::new(&consumer, &self.consumer)
+            .await
+            .context("starting the recording consumer")?;
+        let name = self.consumer.durable.clone();
+        let mut watermark = {
+            let store = self.store.clone();
+            let name = name.clone();
+            tokio::task::spawn_blocking(move || store.watermark(&name)).await?
+        };
+        self.stats
+            .last_stream_seq
+            .store(watermark, Ordering::Relaxed);
+        tracing::info!(stream = %self.stream.name, consumer = %name, watermark, "recorder started");
+        loop {
+            let batch = tokio::select! {
+                b = reader.next_batch() => b,
+                _ = shutdown.changed() => break,
+            };
+            let Some(batch) = batch else {
+                anyhow::bail!("the recording consumer's message stream ended");
+            };
+            watermark = self.record(batch, watermark, &name, &mut shutdown).await?;
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+        tracing::info!("recorder stopped after draining its last batch");
+        Ok(())
+    }
+
+    /// Decodes, deduplicates, stores durably and acks one batch; returns the new watermark.
+    async fn record(
+        &self,
+        batch: Vec<jetstream::Message>,
+        watermark: u64,
+        name: &str,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> anyhow::Result<u64> {
+        let stats = &self.stats;
+        stats
+            .received
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let mut decoded = Vec::with_capacity(batch.len());
+        let mut maybe_seen = Vec::new();
+        let mut max_seq = watermark;
+        for (i, msg) in batch.iter().enumerate() {
+            let (seq, delivered, published) = match msg.info() {
+                Ok(info) => (
+                    info.stream_sequence,
+                    info.delivered,
+                    DateTime::from_timestamp_nanos(info.published.unix_timestamp_nanos() as i64),
+                ),
+                Err(_) => (0, 1, Utc::now()),
+            };
+            max_seq = max_seq.max(seq);
+            let key = format!("{}:{seq}", self.stream.name);
+            let incoming = Incoming {
+                subject: msg.subject.as_str(),
+                payload: &msg.payload,
+                received_at: published,
+                fallback_id: Some(EventId::derived(
+                    published.timestamp_millis().max(0) as u64,
+                    key.as_bytes(),
+                )),
+            };
+            let d = match self.decoder.decode(&incoming) {
+                Ok(entry) => Decoded::Entry(entry),
+                Err(err) => Decoded::Quarantine(QuarantineRecord {
+                    received_at: published,
+                    subject: msg.subject.to_string(),
+                    kind: err.kind.as_str().to_owned(),
+                    reason: err.to_string(),
+                    stream_seq: (seq > 0).then_some(seq),
+                    raw: msg.payload.to_vec(),
+                }),
+            };
+            // a redelivery at or below the watermark may already be durable
+            if delivered > 1 && seq <= watermark {
+                maybe_seen.push(i);
+            }
+            decoded.push(d);
+        }
+        let skip = self.already_durable(&decoded, &maybe_seen).await?;
+        let mut entries = Vec::with_capacity(decoded.len());
+        let mut quarantined = Vec::new();
+        for (i, d) in decoded.into_iter().enumerate() {
+            if skip.contains(&i) {
+                continue;
+            }
+            match d {
+                Decoded::Entry(e) => entries.push(e),
+                Decoded::Quarantine(q) => {
+                    tracing::debug!(subject = %q.subject, reason = %q.reason, "message quarantined");
+                    quarantined.push(q);
+                }
+            }
+        }
+        stats
+            .duplicates_skipped
+            .fetch_add(skip.len() as u64, Ordering::Relaxed);
+
+        let entries = Arc::new(entries);
+        let quarantined = Arc::new(quarantined);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let (store, e, q, n) = (
+                self.store.clone(),
+                entries.clone(),
+                quarantined.clone(),
+                name.to_owned(),
+            );
+            let result = tokio::task::spawn_blocking(move || {
+                store.append(AppendBatch {
+                    entries: &e,
+                    quarantined: &q,
+                    checkpoint: Some((&n, max_seq)),
+                })?;
+                store.flush()
+            })
+            .await?;
+            match result {
+                Ok(()) => break,
+                Err(err) => {
+                    stats.write_failures.fetch_add(1, Ordering::Relaxed);
+                    stats.store_failing.store(true, Ordering::Relaxed);
+                    tracing::error!(error = %err, retry_in = ?backoff, "store write failed; batch kept, not acked");
+                    if *shutdown.borrow() {
+                        anyhow::bail!("shutting down with a batch the store refused: {err} (JetStream will redeliver it)");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        stats.store_failing.store(false, Ordering::Relaxed);
+        stats
+            .stored
+            .fetch_add(entries.len() as u64, Ordering::Relaxed);
+        stats
+            .quarantined
+            .fetch_add(quarantined.len() as u64, Ordering::Relaxed);
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.last_stream_seq.store(max_seq, Ordering::Relaxed);
+        let failed = ack_all(&batch).await;
+        stats
+            .ack_failures
+            .fetch_add(failed as u64, Ordering::Relaxed);
+        Ok(max_seq)
+    }
+
+    /// Which of the possibly-seen messages are already in the store (by id for entries, by
+    /// stream position for quarantined ones).
+    async fn already_durable(
+        &self,
+        decoded: &[Decoded],
+        candidates: &[usize],
+    ) -> anyhow::Result<HashSet<usize>> {
+        if candidates.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let mut ids = Vec::new();
+        let mut seqs = Vec::new();
+        for &i in candidates {
+            match &decoded[i] {
+                Decoded::Entry(e) => ids.push((i, e.id)),
+                Decoded::Quarantine(q) => seqs.push((i, q.stream_seq.unwrap_or(0))),
+            }
+        }
+        let store = self.store.clone();
+        let found = tokio::task::spawn_blocking(move || -> trace_store::Result<HashSet<usize>> {
+            let present = store.contains_ids(&ids.iter().map(|(_, id)| *id).collect::<Vec<_>>())?;
+            let mut out: HashSet<usize> = ids
+                .iter()
+                .filter(|(_, id)| present.contains(id))
+                .map(|(i, _)| *i)
+                .collect();
+            for (i, seq) in seqs {
+                if seq > 0 && store.has_quarantined(seq)? {
+                    out.insert(i);
+                }
+            }
+            Ok(out)
+        })
+        .await??;
+        if !found.is_empty() {
+            tracing::info!(
+                count = found.len(),
+                "redelivered messages already durable; acking without storing again"
+            );
+        }
+        Ok(found)
+    }
+}
