@@ -78,21 +78,22 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let n: f64 = num.parse().map_err(|_| {
         format!("{s:?} is not a size: use e.g. 512MiB, 10GiB, 500MB or a byte count")
     })?;
-    let mult: f64 =
-        match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1.0,
-            "k" | "kb" => 1e3,
-            "kib" => 1024.0,
-            "m" | "mb" => 1e6,
-            "mib" => 1024.0 * 1024.0,
-            "g" | "gb" => 1e9,
-            "gib" => 1024.0 * 1024.0 * 1024.0,
-            "t" | "tb" => 1e12,
-            "tib" => 1024.0_f64.powi(4),
-            other => return Err(format!(
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" => 1e12,
+        "tib" => 1024.0_f64.powi(4),
+        other => {
+            return Err(format!(
                 "{s:?}: unknown size unit {other:?}: use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB"
-            )),
-        };
+            ))
+        }
+    };
     Ok((n * mult).round() as u64)
 }
 
