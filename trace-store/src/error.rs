@@ -47,6 +47,9 @@ pub enum StoreError {
         /// What is wrong and how to fix it.
         reason: String,
     },
+    /// Another process holds the store directory.
+    #[error("the store in {0} is in use by another process (another trace-agent?): stop it or use another --data-dir")]
+    Locked(PathBuf),
     /// An id asked for is not in the store.
     #[error("no event with id {0}")]
     NotFound(String),

@@ -120,6 +120,8 @@ pub struct Store {
     writer: Mutex<Writer>,
     /// Watermarks of segments deleted by retention, so a restart never forgets them.
     retired_watermarks: Mutex<BTreeMap<String, u64>>,
+    /// Held for the store's lifetime: one process per store directory.
+    _lock: fs::File,
 }
 
 fn now_ms(now: DateTime<Utc>) -> i64 {
@@ -139,6 +141,14 @@ impl Store {
         let segments_dir = cfg.dir.join("segments");
         fs::create_dir_all(&segments_dir)
             .map_err(|e| StoreError::io("create store dir", &segments_dir, e))?;
+        let lock_path = cfg.dir.join("LOCK");
+        let lock =
+            fs::File::create(&lock_path).map_err(|e| StoreError::io("create", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(cfg.dir.clone())),
+            Err(fs::TryLockError::Error(e)) => return Err(StoreError::io("lock", &lock_path, e)),
+        }
         let mut dirs: Vec<PathBuf> = fs::read_dir(&segments_dir)
             .map_err(|e| StoreError::io("list", &segments_dir, e))?
             .flatten()
@@ -195,6 +205,7 @@ impl Store {
             segments_dir,
             catalog: RwLock::new(segments),
             retired_watermarks: Mutex::new(retired),
+            _lock: lock,
         })
     }
 

@@ -271,6 +271,17 @@ fn get_explain_and_quarantine() {
 }
 
 #[test]
+fn one_process_per_store_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _first = Store::open_at(small_cfg(dir.path()), t0()).expect("open");
+    match Store::open_at(small_cfg(dir.path()), t0()) {
+        Err(trace_store::StoreError::Locked(p)) => assert_eq!(p, dir.path()),
+        Err(other) => panic!("expected Locked, got {other}"),
+        Ok(_) => panic!("a second store on the same directory must be refused"),
+    }
+}
+
+#[test]
 fn reopen_keeps_everything_and_the_watermark() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
@@ -443,4 +454,47 @@ fn dir_size(dir: &std::path::Path) -> u64 {
         };
     }
     total
+}
+
+#[test]
+fn a_corrupt_block_is_skipped_not_fatal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open_at(small_cfg(dir.path()), t0()).expect("open");
+        let events: Vec<_> = (0..640).map(|i| event(i, t0())).collect();
+        store
+            .append_at(
+                AppendBatch {
+                    entries: &events,
+                    ..Default::default()
+                },
+                t0(),
+            )
+            .expect("append");
+        store.flush().expect("flush");
+    }
+    // flip bytes inside one stored block, behind the store's back
+    let seg = std::fs::read_dir(dir.path().join("segments"))
+        .expect("segments")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("sealed.mp").exists() || p.join("db").exists())
+        .expect("a segment");
+    {
+        let db = sled::open(seg.join("db")).expect("open segment db");
+        let mut key = [b'b'; 9];
+        key[1..].copy_from_slice(&3u64.to_be_bytes());
+        let mut value = db.get(key).expect("read").expect("block 3 exists").to_vec();
+        let mid = value.len() / 2;
+        value[mid] ^= 0xff;
+        db.insert(key, value).expect("write");
+        db.flush().expect("flush");
+    }
+    let store = Store::open_at(small_cfg(dir.path()), t0()).expect("reopen");
+    let got = all(&store, Query::default());
+    assert_eq!(
+        got.len(),
+        640 - 64,
+        "exactly the corrupt block's entries are missing"
+    );
 }
