@@ -31,7 +31,7 @@ fn realistic(i: u64, t0: chrono::DateTime<Utc>) -> TraceEntry {
     let player = i.wrapping_mul(2_654_435_761) % 200;
     e.player = Some(format!("player-{player:04}"));
     e.session = Some(format!("sess-{:04}", player % 40));
-    e.severity = if i % 97 == 0 {
+    e.severity = if i.is_multiple_of(97) {
         Severity::Error
     } else {
         Severity::Info
