@@ -220,6 +220,9 @@ impl Recorder {
         let entries = Arc::new(entries);
         let quarantined = Arc::new(quarantined);
         let mut backoff = Duration::from_millis(100);
+        // Append once; if only the flush fails, retry the flush, not the append (appending
+        // again would write the batch twice).
+        let mut appended = false;
         loop {
             let (store, e, q, n) = (
                 self.store.clone(),
@@ -227,15 +230,21 @@ impl Recorder {
                 quarantined.clone(),
                 name.to_owned(),
             );
-            let result = tokio::task::spawn_blocking(move || {
-                store.append(AppendBatch {
-                    entries: &e,
-                    quarantined: &q,
-                    checkpoint: Some((&n, max_seq)),
-                })?;
-                store.flush()
+            let (now_appended, result) = tokio::task::spawn_blocking(move || {
+                if !appended {
+                    let batch = AppendBatch {
+                        entries: &e,
+                        quarantined: &q,
+                        checkpoint: Some((&n, max_seq)),
+                    };
+                    if let Err(err) = store.append(batch) {
+                        return (false, Err(err));
+                    }
+                }
+                (true, store.flush())
             })
             .await?;
+            appended = now_appended;
             match result {
                 Ok(()) => break,
                 Err(err) => {

@@ -234,7 +234,22 @@ impl Store {
     pub fn append_at(&self, batch: AppendBatch<'_>, now: DateTime<Utc>) -> Result<()> {
         let mut w = self.writer();
         self.rotate_if_due(&mut w, now)?;
-        let w = &mut *w;
+        let result = self.append_locked(&mut w, batch, now);
+        if result.is_err() {
+            // The pending block may hold entries that were not written: forget it. What the
+            // tail key holds on disk stays valid; new blocks take new keys.
+            w.pending.clear();
+            w.tail_seq = None;
+        }
+        result
+    }
+
+    fn append_locked(
+        &self,
+        w: &mut Writer,
+        batch: AppendBatch<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         let mut sled_batch = sled::Batch::default();
         let mut new_summaries: Vec<BlockSummary> = Vec::new();
         let block_events = self.cfg.block_events;
