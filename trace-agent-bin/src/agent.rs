@@ -48,6 +48,7 @@ pub async fn run(
     let api_state = Arc::new(ApiState {
         store: store.clone(),
         recorder: stats.clone(),
+        reply_budget: api::reply_budget(client.server_info().max_payload),
     });
     let mut api_task = tokio::spawn({
         let (client, name, rx) = (client.clone(), config.api.name.clone(), stop_rx.clone());

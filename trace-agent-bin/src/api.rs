@@ -39,6 +39,9 @@ pub struct IdRequest {
 pub struct ExplainReply {
     /// The event, its parent, the parent's parent... up to the root.
     pub chain: Vec<TraceEntry>,
+    /// True when the chain was cut to fit one reply.
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 /// `quarantine` takes a limit.
@@ -66,7 +69,7 @@ pub struct QuarantineView {
     pub raw_len: usize,
     /// The payload's first bytes, printable.
     pub preview: String,
-    /// The payload, hex-encoded.
+    /// The payload hex-encoded, at most its first [`QUARANTINE_RAW_SHOWN`] bytes.
     pub raw_hex: String,
 }
 
@@ -75,7 +78,12 @@ impl From<QuarantineRecord> for QuarantineView {
         QuarantineView {
             preview: r.preview(120),
             raw_len: r.raw.len(),
-            raw_hex: r.raw.iter().map(|b| format!("{b:02x}")).collect(),
+            raw_hex: r
+                .raw
+                .iter()
+                .take(QUARANTINE_RAW_SHOWN)
+                .map(|b| format!("{b:02x}"))
+                .collect(),
             received_at: r.received_at,
             subject: r.subject,
             kind: r.kind,
@@ -173,6 +181,37 @@ pub struct ApiState {
     pub store: Arc<Store>,
     /// The recorder's counters.
     pub recorder: Arc<RecorderStats>,
+    /// Most bytes one reply may take: a little under the server's `max_payload`, so a page
+    /// is cut short (with a cursor to the rest) rather than never sent.
+    pub reply_budget: usize,
+}
+
+/// Quarantine listings show at most this many bytes of each payload (`raw_len` is the size).
+pub const QUARANTINE_RAW_SHOWN: usize = 4096;
+
+/// The reply budget for a server that accepts `max_payload` bytes.
+pub fn reply_budget(max_payload: usize) -> usize {
+    (max_payload / 10 * 9).saturating_sub(4096).max(16 * 1024)
+}
+
+fn encoded_len<T: Serialize>(value: &T, enc: Encoding) -> usize {
+    match enc {
+        Encoding::Json => serde_json::to_vec(value).map_or(0, |v| v.len()),
+        Encoding::Msgpack => rmp_serde::to_vec_named(value).map_or(0, |v| v.len()),
+    }
+}
+
+/// How many of `items`, taken from the front, fit in `budget` bytes (at least one, so a
+/// reply always makes progress).
+fn fitting<T: Serialize>(items: &[T], enc: Encoding, budget: usize) -> usize {
+    let mut total = 256;
+    for (i, item) in items.iter().enumerate() {
+        total += encoded_len(item, enc) + 1;
+        if total > budget {
+            return i.max(1);
+        }
+    }
+    items.len()
 }
 
 impl ApiState {
@@ -199,7 +238,12 @@ impl ApiState {
         match verb {
             "query" => {
                 let q: Query = decode_request(body)?;
-                let page: QueryPage = self.store.query(&q).map_err(ApiError::internal)?;
+                let mut page: QueryPage = self.store.query(&q).map_err(ApiError::internal)?;
+                let keep = fitting(&page.entries, enc, self.reply_budget);
+                if keep < page.entries.len() {
+                    page.entries.truncate(keep);
+                    page.next_cursor = page.entries.last().map(trace_core::Cursor::after);
+                }
                 encode_reply(&page, enc)
             }
             "get" => {
@@ -221,7 +265,11 @@ impl ApiState {
                     },
                     other => ApiError::internal(other),
                 })?;
-                encode_reply(&ExplainReply { chain }, enc)
+                let mut chain = chain;
+                let keep = fitting(&chain, enc, self.reply_budget);
+                let truncated = keep < chain.len();
+                chain.truncate(keep);
+                encode_reply(&ExplainReply { chain, truncated }, enc)
             }
             "quarantine" => {
                 let req: QuarantineRequest = decode_request(body)?;
@@ -229,13 +277,11 @@ impl ApiState {
                     .store
                     .quarantine(req.limit.unwrap_or(100))
                     .map_err(ApiError::internal)?;
-                encode_reply(
-                    &QuarantineReply {
-                        total,
-                        records: records.into_iter().map(Into::into).collect(),
-                    },
-                    enc,
-                )
+                let mut records: Vec<QuarantineView> =
+                    records.into_iter().map(Into::into).collect();
+                let keep = fitting(&records, enc, self.reply_budget);
+                records.truncate(keep);
+                encode_reply(&QuarantineReply { total, records }, enc)
             }
             "store_info" => {
                 let reply = StoreInfoReply {
@@ -296,7 +342,13 @@ pub async fn serve(
                         }
                     };
                     if let Err(e) = sent {
-                        tracing::debug!(error = %e, "API reply not sent");
+                        tracing::warn!(error = %e, verb = %verb, "API reply not sent; answering with an error");
+                        let mut headers = async_nats::HeaderMap::new();
+                        let message = format!("the reply could not be sent: {e}");
+                        headers.insert("Nats-Service-Error", message.as_str());
+                        headers.insert("Nats-Service-Error-Code", "500");
+                        let body = serde_json::json!({ "error": message, "code": 500 }).to_string();
+                        let _ = request.respond_with_headers(Ok(body.into()), headers).await;
                     }
                     drop(permit);
                 });

@@ -16,7 +16,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use trace_core::bus::{
-    ack_all, durable_consumer, ensure_stream, BatchReader, ConsumerSpec, StreamSpec,
+    ack_all, durable_consumer, ensure_stream, mark_in_progress, BatchReader, ConsumerSpec,
+    StreamSpec,
 };
 use trace_core::{Decoder, EventId, Incoming, TraceEntry};
 use trace_store::{AppendBatch, QuarantineRecord, Store};
@@ -142,7 +143,11 @@ impl Recorder {
                 break;
             }
         }
-        tracing::info!("recorder stopped after draining its last batch");
+        let released = reader.release_buffered().await;
+        tracing::info!(
+            released,
+            "recorder stopped after draining its last batch; buffered messages handed back"
+        );
         Ok(())
     }
 
@@ -254,6 +259,7 @@ impl Recorder {
                     if *shutdown.borrow() {
                         anyhow::bail!("shutting down with a batch the store refused: {err} (JetStream will redeliver it)");
                     }
+                    mark_in_progress(&batch).await;
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = shutdown.changed() => {}

@@ -177,14 +177,15 @@ pub struct ConsumerSpec {
 }
 
 impl ConsumerSpec {
-    /// Defaults for a durable name: batches of 1000 within 100 ms, 20,000 pending, 30 s ack wait.
+    /// Defaults for a durable name: batches of 1000 within 100 ms, 20,000 pending, 10 s ack
+    /// wait (how long unacked messages of a crashed agent wait before redelivery).
     pub fn durable(name: &str) -> Self {
         ConsumerSpec {
             durable: name.to_owned(),
             batch_size: 1000,
             batch_wait: Duration::from_millis(100),
             max_ack_pending: 20_000,
-            ack_wait: Duration::from_secs(30),
+            ack_wait: Duration::from_secs(10),
         }
     }
 }
@@ -274,6 +275,32 @@ impl BatchReader {
             }
         }
         Some(batch)
+    }
+}
+
+impl BatchReader {
+    /// Hands back (naks) the messages already delivered to this reader but not yet taken in a
+    /// batch, so JetStream redelivers them at once instead of after `ack_wait`. Call on
+    /// shutdown, after the last batch was acked. Returns how many were handed back.
+    pub async fn release_buffered(&mut self) -> usize {
+        use futures::FutureExt as _;
+        let mut released = 0;
+        while let Some(Some(item)) = self.messages.next().now_or_never() {
+            if let Ok(m) = item {
+                if m.ack_with(jetstream::AckKind::Nak(None)).await.is_ok() {
+                    released += 1;
+                }
+            }
+        }
+        released
+    }
+}
+
+/// Tells JetStream a batch is still being worked on (resets its `ack_wait`), e.g. while the
+/// store refuses writes and the batch is retried.
+pub async fn mark_in_progress(batch: &[jetstream::Message]) {
+    for m in batch {
+        let _ = m.ack_with(jetstream::AckKind::Progress).await;
     }
 }
 

@@ -1,0 +1,21 @@
+//! End-to-end tests: each starts its own `nats-server` (JetStream in a temp dir) and the real
+//! `trace-agent` binary, publishes game traffic, and checks the results through the real CLI
+//! and the NATS API. One test binary; each module is one area of the contract.
+//!
+//! - `mixed_traffic`: envelopes, raw game payloads and garbage; every query filter, ordering,
+//!   limits and paging, quarantine, `get`, `explain`, table output.
+//! - `crash`: SIGKILL while ingesting, restart, every event exactly once.
+//! - `shutdown`: SIGTERM drains and exits 0; nothing lost or doubled after a restart.
+//! - `retention`: age-based and size-based retention really free disk.
+//! - `bad_config`: bad configuration is refused up front, naming the key.
+//! - `harness`: the fixtures themselves (server restart keeps its store, publish window).
+//! - `service`: the API is a discoverable NATS micro service with the contract's errors.
+
+mod bad_config;
+mod crash;
+mod harness;
+mod mixed_traffic;
+mod retention;
+mod service;
+mod shutdown;
+mod util;
