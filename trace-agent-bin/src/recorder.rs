@@ -165,15 +165,16 @@ impl Recorder {
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let mut decoded = Vec::with_capacity(batch.len());
         let mut maybe_seen = Vec::new();
+        let mut batch_seqs = HashSet::with_capacity(batch.len());
+        let mut in_batch_duplicates = HashSet::new();
         let mut max_seq = watermark;
         for (i, msg) in batch.iter().enumerate() {
-            let (seq, delivered, published) = match msg.info() {
+            let (seq, published) = match msg.info() {
                 Ok(info) => (
                     info.stream_sequence,
-                    info.delivered,
                     DateTime::from_timestamp_nanos(info.published.unix_timestamp_nanos() as i64),
                 ),
-                Err(_) => (0, 1, Utc::now()),
+                Err(_) => (0, Utc::now()),
             };
             max_seq = max_seq.max(seq);
             let key = format!("{}:{seq}", self.stream.name);
@@ -197,13 +198,20 @@ impl Recorder {
                     raw: msg.payload.to_vec(),
                 }),
             };
-            // a redelivery at or below the watermark may already be durable
-            if delivered > 1 && seq <= watermark {
+            // At or below the watermark, a message may already be durable: JetStream can hand
+            // a message out again (after ack_wait, a nak, or a crash), and has been seen to do
+            // so with `delivered == 1`, so the delivery count is not trusted; a lookup decides.
+            if seq <= watermark {
                 maybe_seen.push(i);
+            }
+            // the same message twice in one batch: keep the first
+            if seq > 0 && !batch_seqs.insert(seq) {
+                in_batch_duplicates.insert(i);
             }
             decoded.push(d);
         }
-        let skip = self.already_durable(&decoded, &maybe_seen).await?;
+        let mut skip = self.already_durable(&decoded, &maybe_seen).await?;
+        skip.extend(in_batch_duplicates);
         let mut entries = Vec::with_capacity(decoded.len());
         let mut quarantined = Vec::new();
         for (i, d) in decoded.into_iter().enumerate() {
