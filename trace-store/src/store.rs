@@ -444,10 +444,11 @@ impl Store {
             report.rotated = self.rotate_if_due(&mut w, now)?;
         }
         let cutoff = now_ms(now) - self.cfg.max_age.as_millis() as i64;
-        let active_name = self.writer().active.name.clone();
+        // Only sealed segments are ever deleted: the active one may change under our feet (an
+        // append can rotate while this runs), but a sealed segment never takes writes again.
         // by age: sealed segments whose last write is older than max_age
         for seg in self.segments() {
-            if seg.name == active_name {
+            if !seg.state().sealed {
                 continue;
             }
             if seg.state().last_write_ms < cutoff {
@@ -461,7 +462,7 @@ impl Store {
             if total <= self.cfg.max_disk_bytes {
                 break;
             }
-            let oldest = self.segments().into_iter().find(|s| s.name != active_name);
+            let oldest = self.segments().into_iter().find(|s| s.state().sealed);
             match oldest {
                 Some(seg) => {
                     self.delete_segment(&seg, &mut report)?;
@@ -481,7 +482,7 @@ impl Store {
         let open: Vec<_> = self
             .segments()
             .into_iter()
-            .filter(|s| s.name != active_name && s.is_open())
+            .filter(|s| s.state().sealed && s.is_open())
             .collect();
         if open.len() > self.cfg.open_segments {
             for s in &open[..open.len() - self.cfg.open_segments] {

@@ -498,3 +498,65 @@ fn a_corrupt_block_is_skipped_not_fatal() {
         "exactly the corrupt block's entries are missing"
     );
 }
+
+#[test]
+fn retention_running_beside_appends_never_deletes_the_segment_being_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = StoreConfig {
+        max_disk_bytes: 1024 * 1024,
+        ..small_cfg(dir.path())
+    };
+    let store = std::sync::Arc::new(Store::open_at(cfg, t0()).expect("open"));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let maintainer = {
+        let (store, done) = (store.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                store.maintain_at(t0()).expect("maintain");
+            }
+        })
+    };
+    let mut last = None;
+    for round in 0..200u64 {
+        let events: Vec<_> = (0..300)
+            .map(|i| {
+                let mut e = event(
+                    round * 10_000 + i,
+                    t0() + chrono::Duration::seconds(round as i64),
+                );
+                e.data = rmpv::Value::Binary(
+                    (0..100)
+                        .map(|b| ((b * 31 + i * 7 + round) % 253) as u8)
+                        .collect(),
+                );
+                e
+            })
+            .collect();
+        store
+            .append_at(
+                AppendBatch {
+                    entries: &events,
+                    ..Default::default()
+                },
+                t0(),
+            )
+            .expect("append");
+        store.flush().expect("flush");
+        last = events.last().map(|e| e.id);
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    maintainer.join().expect("maintainer thread");
+    let last = last.expect("appended");
+    assert!(
+        store.get(&last).expect("get").is_some(),
+        "the newest event must survive retention"
+    );
+    let newest = all(
+        &store,
+        Query {
+            limit: Some(1),
+            ..Query::default()
+        },
+    );
+    assert_eq!(newest[0].id, last);
+}
