@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::{ensure, Context as _};
 use chrono::{DateTime, TimeDelta, Utc};
 use trace_tests::{
-    api_request, disk_usage, eventually, Agent, AgentOptions, Cli, GameSource, GameTraffic,
-    JsPublisher, NatsServer, StoreInfo,
+    api_request, disk_usage, eventually, Agent, AgentOptions, Cli, Deadline, GameSource,
+    GameTraffic, JsPublisher, NatsServer, StoreInfo,
 };
 
 use crate::util::{bounded, now_ms, wait_drained};
@@ -228,6 +228,20 @@ retention_interval = "500ms"
         .await;
         let peak = sampler.stop().await;
         let settled = settled.with_context(|| format!("peak {peak:?}{}", agent.log_tail(20)))?;
+        // Retention works in passes: wait until the store itself reports being within its
+        // budget, so the query below does not page through a pass still deleting segments.
+        let deadline = Deadline::after(Duration::from_secs(30));
+        loop {
+            let info = agent.store_info().await?;
+            if info.bytes_on_disk <= LIMIT {
+                break;
+            }
+            ensure!(
+                !deadline.expired(),
+                "the store never came within max_disk_bytes: {info:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
 
         let lines = cli.query(&["--limit", "100000", "--oldest-first"]).await?;
         let present: std::collections::HashSet<&str> =
