@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Semaphore};
 use trace_core::{EventId, Query, QueryPage, TraceEntry};
+use trace_monitor::{AlertList, HealthStatus, Monitor, Sample, SourceActivity};
 use trace_store::{QuarantineRecord, Store, StoreInfo};
 
 use crate::recorder::{RecorderSnapshot, RecorderStats};
@@ -25,7 +26,16 @@ use crate::recorder::{RecorderSnapshot, RecorderStats};
 pub const API_PREFIX: &str = "trace.api";
 
 /// Verbs served by this build.
-pub const VERBS: &[&str] = &["query", "get", "explain", "quarantine", "store_info"];
+pub const VERBS: &[&str] = &[
+    "query",
+    "get",
+    "explain",
+    "quarantine",
+    "store_info",
+    "health",
+    "alerts",
+    "metrics",
+];
 
 /// `get` and `explain` take an id.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -112,6 +122,21 @@ pub struct StoreInfoReply {
     pub recorder: RecorderSnapshot,
 }
 
+/// `metrics` reply: everything a live view needs in one answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MetricsReply {
+    /// Every series, as rules see them.
+    pub samples: Vec<Sample>,
+    /// Each source's activity.
+    pub sources: Vec<SourceActivity>,
+    /// The health report.
+    pub health: HealthStatus,
+    /// Firing and recently resolved alerts.
+    pub alerts: AlertList,
+    /// The Prometheus text exposition of the same metrics.
+    pub prometheus: String,
+}
+
 /// An API failure: a code (HTTP-like) and a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message} (code {code})")]
@@ -181,6 +206,8 @@ pub struct ApiState {
     pub store: Arc<Store>,
     /// The recorder's counters.
     pub recorder: Arc<RecorderStats>,
+    /// Metrics, alerts and health.
+    pub monitor: Arc<Monitor>,
     /// Most bytes one reply may take: a little under the server's `max_payload`, so a page
     /// is cut short (with a cursor to the rest) rather than never sent.
     pub reply_budget: usize,
@@ -287,6 +314,23 @@ impl ApiState {
                 let reply = StoreInfoReply {
                     store: self.store.info(),
                     recorder: self.recorder.snapshot(),
+                };
+                encode_reply(&reply, enc)
+            }
+            "health" => encode_reply(&self.monitor.health(Utc::now()), enc),
+            "alerts" => encode_reply(&self.monitor.alerts(), enc),
+            "metrics" => {
+                let now = Utc::now();
+                let prometheus = self
+                    .monitor
+                    .prometheus_text(now)
+                    .map_err(ApiError::internal)?;
+                let reply = MetricsReply {
+                    samples: self.monitor.metrics().samples(),
+                    sources: self.monitor.metrics().sources(),
+                    health: self.monitor.health(now),
+                    alerts: self.monitor.alerts(),
+                    prometheus,
                 };
                 encode_reply(&reply, enc)
             }

@@ -17,6 +17,7 @@ use crate::api::{
 };
 use crate::config::{AgentConfig, FlagOverrides};
 use crate::output;
+use trace_monitor::{AlertList, HealthStatus};
 
 /// trace-agent: records every game event from NATS durably and answers questions about them.
 #[derive(Debug, Parser)]
@@ -42,6 +43,26 @@ pub enum Command {
     Quarantine(QuarantineArgs),
     /// Show the store: segments, blocks, events, bytes on disk, compression ratio.
     StoreInfo(InfoArgs),
+    /// Show the agent's health; exit 0 healthy, 1 degraded, 2 unhealthy or unreachable.
+    Health(InfoArgs),
+    /// Show firing and recently resolved alerts.
+    Alerts(InfoArgs),
+    /// A live view: rates per source and type, errors, lag, alerts, resources (every second).
+    Top(TopArgs),
+}
+
+/// `top` flags.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Print one frame and exit (no screen clearing).
+    #[arg(long)]
+    pub once: bool,
+    /// Refresh interval.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Connection.
+    #[command(flatten)]
+    pub conn: ConnArgs,
 }
 
 /// `run` flags.
@@ -56,6 +77,9 @@ pub struct RunArgs {
     /// Store directory [default: ./trace-data]. Overrides the file and TRACE_AGENT_DATA_DIR.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Address of the HTTP endpoints /metrics and /health [default: 127.0.0.1:9464].
+    #[arg(long = "http", value_name = "ADDR")]
+    pub http_addr: Option<String>,
 }
 
 /// How the CLI reaches a running agent.
@@ -151,6 +175,7 @@ pub fn load_run_config(args: &RunArgs) -> anyhow::Result<AgentConfig> {
     let flags = FlagOverrides {
         nats_url: args.nats_url.clone(),
         data_dir: args.data_dir.clone(),
+        http_addr: args.http_addr.clone(),
     };
     Ok(AgentConfig::load(args.config.as_deref(), &env, &flags)?)
 }
@@ -201,8 +226,12 @@ impl QueryArgs {
     }
 }
 
-/// Runs a client command against a running agent.
-pub async fn run_client(command: Command) -> anyhow::Result<()> {
+/// What a client command asks the process to exit with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitCode(pub u8);
+
+/// Runs a client command against a running agent; `health` sets the exit code.
+pub async fn run_client(command: Command) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match command {
         Command::Run(_) => anyhow::bail!("`run` is not a client command"),
@@ -293,6 +322,43 @@ pub async fn run_client(command: Command) -> anyhow::Result<()> {
                 )?;
             }
         }
+        Command::Health(args) => {
+            let api = match ApiClient::connect(&args.conn.nats_url, args.conn.timeout).await {
+                Ok(api) => api,
+                Err(e) => {
+                    eprintln!("unhealthy: {e:#}");
+                    return Ok(ExitCode(2));
+                }
+            };
+            let health: HealthStatus = match api.call("health", &serde_json::json!({})).await {
+                Ok(h) => h,
+                Err(e) => {
+                    eprintln!("unhealthy: {e:#}");
+                    return Ok(ExitCode(2));
+                }
+            };
+            if args.conn.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&health)?)?;
+            } else {
+                output::health(&health, &mut out)?;
+            }
+            out.flush().context("writing output")?;
+            return Ok(ExitCode(health.status.exit_code().clamp(0, 2) as u8));
+        }
+        Command::Alerts(args) => {
+            let api = ApiClient::connect(&args.conn.nats_url, args.conn.timeout).await?;
+            let alerts: AlertList = api.call("alerts", &serde_json::json!({})).await?;
+            if args.conn.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&alerts)?)?;
+            } else {
+                output::alerts(&alerts, &mut out)?;
+            }
+        }
+        Command::Top(args) => {
+            drop(out);
+            crate::top::run(&args).await?;
+            return Ok(ExitCode(0));
+        }
         Command::StoreInfo(args) => {
             let api = ApiClient::connect(&args.conn.nats_url, args.conn.timeout).await?;
             let info: StoreInfoReply = api.call("store_info", &serde_json::json!({})).await?;
@@ -304,7 +370,7 @@ pub async fn run_client(command: Command) -> anyhow::Result<()> {
         }
     }
     out.flush().context("writing output")?;
-    Ok(())
+    Ok(ExitCode(0))
 }
 
 fn plural(n: usize, what: &str) -> String {

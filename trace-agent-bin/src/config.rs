@@ -11,7 +11,11 @@ use trace_core::bus::{ConsumerSpec, StreamSpec};
 use trace_core::human::{format_duration, parse_bytes, parse_duration};
 use trace_core::subject::{default_inputs, validate_pattern};
 use trace_core::{InputSubject, Limits};
+use trace_monitor::{MonitorConfig, RuleConfig};
 use trace_store::StoreConfig;
+
+/// Subjects the agent publishes on and records itself.
+pub const OWN_OUTPUTS: [&str; 2] = ["trace.alerts.>", "trace.anomalies.>"];
 
 /// The whole configuration, as the file spells it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +37,10 @@ pub struct AgentConfig {
     pub limits: Limits,
     /// The NATS micro service API.
     pub api: ApiSection,
+    /// Metrics, health, HTTP endpoints and rule settings.
+    pub monitor: MonitorConfig,
+    /// Threshold rules (`[[rules]]`), merged with the built-in ones by name.
+    pub rules: Vec<RuleConfig>,
 }
 
 impl Default for AgentConfig {
@@ -46,6 +54,8 @@ impl Default for AgentConfig {
             store: StoreSection::default(),
             limits: Limits::default(),
             api: ApiSection::default(),
+            monitor: MonitorConfig::default(),
+            rules: Vec::new(),
         }
     }
 }
@@ -180,6 +190,8 @@ pub struct FlagOverrides {
     pub nats_url: Option<String>,
     /// `--data-dir`.
     pub data_dir: Option<PathBuf>,
+    /// `--http`.
+    pub http_addr: Option<String>,
 }
 
 /// Where a configuration value came from, for error messages.
@@ -252,6 +264,15 @@ impl AgentConfig {
                 toml::Value::String(dir.to_string_lossy().into_owned()),
             );
             origins.insert("data_dir".into(), Origin::Flag("--data-dir"));
+        }
+        if let Some(addr) = &flags.http_addr {
+            let monitor = table
+                .entry("monitor")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if let toml::Value::Table(t) = monitor {
+                t.insert("http_addr".into(), toml::Value::String(addr.clone()));
+            }
+            origins.insert("monitor.http_addr".into(), Origin::Flag("--http"));
         }
         let origin_of = |key: &str| {
             origins
@@ -372,6 +393,20 @@ impl AgentConfig {
         if self.stream.max_bytes > i64::MAX as u64 {
             return Err(("stream.max_bytes".into(), "too large".into()));
         }
+        self.monitor.validate().map_err(|e| match e {
+            trace_monitor::MonitorError::InvalidConfig { setting, problem } => {
+                (format!("monitor.{setting}"), problem)
+            }
+            other => ("monitor".into(), other.to_string()),
+        })?;
+        trace_monitor::compile_rules(&self.rules, self.monitor.builtin_rules).map_err(
+            |e| match e {
+                trace_monitor::MonitorError::InvalidRule { rule, problem } => {
+                    (format!("rules[{rule}]"), problem)
+                }
+                other => ("rules".into(), other.to_string()),
+            },
+        )?;
         if self.api.concurrency == 0 {
             return Err(("api.concurrency".into(), "must be at least 1".into()));
         }
@@ -393,11 +428,31 @@ impl AgentConfig {
         }
     }
 
+    /// What the recorder records: the configured inputs, then the agent's own outputs
+    /// (`trace.alerts.>`, `trace.anomalies.>`), so alerts and anomalies are stored and
+    /// queried like everything else.
+    pub fn recorded_inputs(&self) -> Vec<InputSubject> {
+        let mut inputs = self.inputs.clone();
+        for subject in OWN_OUTPUTS {
+            if !inputs.iter().any(|i| i.subject == subject) {
+                inputs.push(InputSubject {
+                    subject: subject.to_owned(),
+                    kind: trace_core::SourceKind::System,
+                });
+            }
+        }
+        inputs
+    }
+
     /// The input stream's spec.
     pub fn stream_spec(&self) -> StreamSpec {
         StreamSpec {
             name: self.stream.name.clone(),
-            subjects: self.inputs.iter().map(|i| i.subject.clone()).collect(),
+            subjects: self
+                .recorded_inputs()
+                .iter()
+                .map(|i| i.subject.clone())
+                .collect(),
             max_age: self.stream.max_age,
             max_bytes: self.stream.max_bytes as i64,
             duplicate_window: self.stream.duplicate_window,
@@ -532,6 +587,30 @@ mod tests {
     }
 
     #[test]
+    fn bad_rules_and_monitor_settings_are_refused_by_name() {
+        let e = load_str(
+            "[[rules]]\nname = \"too_hot\"\nmetric = \"trace_agent_rss_bytes\"\nop = \"~\"\nvalue = 1\n",
+            &[],
+            FlagOverrides::default(),
+        )
+        .expect_err("bad op");
+        assert!(e.to_string().contains("too_hot"), "{e}");
+        let e = load_str(
+            "",
+            &[],
+            FlagOverrides {
+                http_addr: Some("nowhere".into()),
+                ..FlagOverrides::default()
+            },
+        )
+        .expect_err("bad address");
+        assert!(
+            e.to_string().contains("monitor.http_addr") && e.to_string().contains("--http"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn defaults_are_valid() {
         let c =
             AgentConfig::load(None, &BTreeMap::new(), &FlagOverrides::default()).expect("defaults");
@@ -544,7 +623,7 @@ mod tests {
         let c = load_str(
             "nats_url = \"nats://file:1\"\ndata_dir = \"/file\"\n[store]\nmax_age = \"2d\"\nblock_events = 100\n",
             &[("TRACE_AGENT_STORE__MAX_AGE", "3d"), ("TRACE_AGENT_DATA_DIR", "/env")],
-            FlagOverrides { data_dir: Some("/flag".into()), nats_url: None },
+            FlagOverrides { data_dir: Some("/flag".into()), ..FlagOverrides::default() },
         )
         .expect("valid");
         assert_eq!(c.nats_url, "nats://file:1");
@@ -595,7 +674,7 @@ mod tests {
             &[],
             FlagOverrides {
                 nats_url: Some("http://x".into()),
-                data_dir: None,
+                ..FlagOverrides::default()
             },
         )
         .expect_err("bad");

@@ -7,6 +7,7 @@
 //! - [`agent`]: `trace-agent run`: starts recorder, API and store maintenance; drains on stop.
 //! - [`cli`]: argument definitions and the client commands.
 //! - [`output`]: tables for people, JSON Lines for programs.
+//! - [`top`]: the live terminal view.
 #![deny(missing_docs)]
 
 pub mod agent;
@@ -15,3 +16,4 @@ pub mod cli;
 pub mod config;
 pub mod output;
 pub mod recorder;
+pub mod top;

@@ -32,13 +32,15 @@ fn main() -> std::process::ExitCode {
             Command::Run(args) => {
                 // configuration is refused before anything starts
                 let config = cli::load_run_config(&args)?;
-                trace_agent_bin::agent::run(config, shutdown_signal()).await
+                trace_agent_bin::agent::run(config, shutdown_signal())
+                    .await
+                    .map(|()| cli::ExitCode(0))
             }
             other => cli::run_client(other).await,
         }
     });
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code.0),
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE

@@ -203,6 +203,80 @@ pub fn store_info(info: &StoreInfoReply, out: &mut impl Write) -> std::io::Resul
     t.print(out)
 }
 
+/// The health report: overall status, then one line per check.
+pub fn health(h: &trace_monitor::HealthStatus, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{} (ready: {}, checked {})",
+        h.status.as_str().to_uppercase(),
+        if h.ready { "yes" } else { "no" },
+        h.checked_at.format("%Y-%m-%d %H:%M:%S UTC")
+    )?;
+    let mut t = Table::new(&["CHECK", "STATUS", "DETAIL"]);
+    for c in &h.checks {
+        t.row(vec![
+            c.name.clone(),
+            c.status.as_str().to_owned(),
+            c.message.clone(),
+        ]);
+    }
+    t.print(out)
+}
+
+/// Firing alerts, then recently resolved ones.
+pub fn alerts(list: &trace_monitor::AlertList, out: &mut impl Write) -> std::io::Result<()> {
+    let table = |alerts: &[trace_monitor::Alert], resolved: bool| {
+        let mut t = Table::new(&[
+            "RULE",
+            "SEVERITY",
+            "LABELS",
+            "VALUE",
+            "SINCE (UTC)",
+            if resolved {
+                "RESOLVED (UTC)"
+            } else {
+                "MESSAGE"
+            },
+        ]);
+        for a in alerts {
+            let labels = a
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            t.row(vec![
+                a.rule.clone(),
+                a.severity.to_string(),
+                if labels.is_empty() {
+                    "-".into()
+                } else {
+                    labels
+                },
+                trace_monitor::format_number(a.value),
+                a.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                if resolved {
+                    a.resolved_at
+                        .map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                } else {
+                    clip(&a.message, 80)
+                },
+            ]);
+        }
+        t
+    };
+    writeln!(out, "FIRING ({})", list.firing.len())?;
+    if !list.firing.is_empty() {
+        table(&list.firing, false).print(out)?;
+    }
+    writeln!(out)?;
+    writeln!(out, "RECENTLY RESOLVED ({})", list.resolved.len())?;
+    if !list.resolved.is_empty() {
+        table(&list.resolved, true).print(out)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

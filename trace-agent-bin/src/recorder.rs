@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
@@ -19,7 +19,8 @@ use trace_core::bus::{
     ack_all, durable_consumer, ensure_stream, mark_in_progress, BatchReader, ConsumerSpec,
     StreamSpec,
 };
-use trace_core::{Decoder, EventId, Incoming, TraceEntry};
+use trace_core::{DecodeErrorKind, Decoder, EventId, Incoming, TraceEntry};
+use trace_monitor::Monitor;
 use trace_store::{AppendBatch, QuarantineRecord, Store};
 
 /// Counters of the ingest path, readable while it runs.
@@ -98,12 +99,14 @@ pub struct Recorder {
     pub consumer: ConsumerSpec,
     /// Counters.
     pub stats: Arc<RecorderStats>,
+    /// Metrics and heartbeats of what is recorded.
+    pub monitor: Arc<Monitor>,
 }
 
 /// One decoded message.
 enum Decoded {
     Entry(TraceEntry),
-    Quarantine(QuarantineRecord),
+    Quarantine(QuarantineRecord, DecodeErrorKind),
 }
 
 impl Recorder {
@@ -159,6 +162,7 @@ impl Recorder {
         name: &str,
         shutdown: &mut watch::Receiver<bool>,
     ) -> anyhow::Result<u64> {
+        let started = Instant::now();
         let stats = &self.stats;
         stats
             .received
@@ -189,14 +193,17 @@ impl Recorder {
             };
             let d = match self.decoder.decode(&incoming) {
                 Ok(entry) => Decoded::Entry(entry),
-                Err(err) => Decoded::Quarantine(QuarantineRecord {
-                    received_at: published,
-                    subject: msg.subject.to_string(),
-                    kind: err.kind.as_str().to_owned(),
-                    reason: err.to_string(),
-                    stream_seq: (seq > 0).then_some(seq),
-                    raw: msg.payload.to_vec(),
-                }),
+                Err(err) => Decoded::Quarantine(
+                    QuarantineRecord {
+                        received_at: published,
+                        subject: msg.subject.to_string(),
+                        kind: err.kind.as_str().to_owned(),
+                        reason: err.to_string(),
+                        stream_seq: (seq > 0).then_some(seq),
+                        raw: msg.payload.to_vec(),
+                    },
+                    err.kind,
+                ),
             };
             // At or below the watermark, a message may already be durable: JetStream can hand
             // a message out again (after ack_wait, a nak, or a crash), and has been seen to do
@@ -214,15 +221,17 @@ impl Recorder {
         skip.extend(in_batch_duplicates);
         let mut entries = Vec::with_capacity(decoded.len());
         let mut quarantined = Vec::new();
+        let mut quarantine_kinds = Vec::new();
         for (i, d) in decoded.into_iter().enumerate() {
             if skip.contains(&i) {
                 continue;
             }
             match d {
                 Decoded::Entry(e) => entries.push(e),
-                Decoded::Quarantine(q) => {
+                Decoded::Quarantine(q, kind) => {
                     tracing::debug!(subject = %q.subject, reason = %q.reason, "message quarantined");
                     quarantined.push(q);
+                    quarantine_kinds.push(kind);
                 }
             }
         }
@@ -263,6 +272,9 @@ impl Recorder {
                 Err(err) => {
                     stats.write_failures.fetch_add(1, Ordering::Relaxed);
                     stats.store_failing.store(true, Ordering::Relaxed);
+                    self.monitor
+                        .metrics()
+                        .record_store_write_failure(&err.to_string(), Utc::now());
                     tracing::error!(error = %err, retry_in = ?backoff, "store write failed; batch kept, not acked");
                     if *shutdown.borrow() {
                         anyhow::bail!("shutting down with a batch the store refused: {err} (JetStream will redeliver it)");
@@ -285,10 +297,22 @@ impl Recorder {
             .fetch_add(quarantined.len() as u64, Ordering::Relaxed);
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats.last_stream_seq.store(max_seq, Ordering::Relaxed);
+        let ack_started = Instant::now();
         let failed = ack_all(&batch).await;
         stats
             .ack_failures
             .fetch_add(failed as u64, Ordering::Relaxed);
+        let now = Utc::now();
+        let metrics = self.monitor.metrics();
+        metrics.observe_ack(ack_started.elapsed());
+        metrics.observe_batch(started.elapsed());
+        metrics.add_received(batch.len() as u64);
+        metrics.add_stored(entries.len() as u64);
+        for kind in quarantine_kinds {
+            metrics.add_quarantined(kind, 1);
+        }
+        metrics.observe_entries(entries.iter(), now);
+        metrics.record_store_write_ok(now);
         Ok(max_seq)
     }
 
@@ -307,7 +331,7 @@ impl Recorder {
         for &i in candidates {
             match &decoded[i] {
                 Decoded::Entry(e) => ids.push((i, e.id)),
-                Decoded::Quarantine(q) => seqs.push((i, q.stream_seq.unwrap_or(0))),
+                Decoded::Quarantine(q, _) => seqs.push((i, q.stream_seq.unwrap_or(0))),
             }
         }
         let store = self.store.clone();
