@@ -30,4 +30,4 @@ pub use bloom::Bloom;
 pub use config::StoreConfig;
 pub use error::{Result, StoreError};
 pub use quarantine::QuarantineRecord;
-pub use store::{AppendBatch, MaintainReport, SegmentInfo, Store, StoreInfo, MAX_CHAIN};
+pub use store::{AppendBatch, MaintainReport, ScanStats, SegmentInfo, Store, StoreInfo, MAX_CHAIN};

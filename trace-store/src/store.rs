@@ -83,6 +83,17 @@ pub struct SegmentInfo {
     pub active: bool,
 }
 
+/// What `Store::scan` went through.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanStats {
+    /// Entries visited.
+    pub entries: u64,
+    /// Blocks decoded.
+    pub blocks_read: u64,
+    /// Blocks skipped by their summaries.
+    pub blocks_skipped: u64,
+}
+
 /// What `maintain` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MaintainReport {
@@ -633,6 +644,66 @@ impl Store {
             page.next_cursor = page.entries.last().map(Cursor::after);
         }
         Ok(page)
+    }
+
+    /// Visits every entry matching `q` (its time range and filters; its order, limit and
+    /// cursor are ignored) oldest first, in exact (ts, id) order, without holding more than
+    /// the blocks whose time ranges overlap. `visit` returns `Break` to stop early. This is
+    /// how analytics run over a stored time range.
+    pub fn scan(
+        &self,
+        q: &Query,
+        mut visit: impl FnMut(TraceEntry) -> std::ops::ControlFlow<()>,
+    ) -> Result<ScanStats> {
+        let mut stats = ScanStats::default();
+        let filter = Query {
+            cursor: None,
+            ..q.clone()
+        };
+        let mut candidates: Vec<(Arc<Segment>, u64, i64)> = Vec::new();
+        for seg in self.segments() {
+            let st = seg.state();
+            for s in &st.summaries {
+                if s.may_match(&filter) {
+                    candidates.push((seg.clone(), s.seq, s.ts_min));
+                } else {
+                    stats.blocks_skipped += 1;
+                }
+            }
+        }
+        candidates.sort_by_key(|c| c.2);
+        // k-way merge: entries wait in the heap until no later block can hold an earlier one
+        let mut heap: BinaryHeap<Reverse<Ranked>> = BinaryHeap::new();
+        let mut emit =
+            |heap: &mut BinaryHeap<Reverse<Ranked>>, below: Option<i64>, stats: &mut ScanStats| {
+                while let Some(Reverse(top)) = heap.peek() {
+                    if below.is_some_and(|b| top.key.0 >= b) {
+                        return false;
+                    }
+                    let Some(Reverse(r)) = heap.pop() else { break };
+                    stats.entries += 1;
+                    if visit(r.entry).is_break() {
+                        return true;
+                    }
+                }
+                false
+            };
+        for (seg, seq, ts_min) in candidates {
+            if emit(&mut heap, Some(ts_min), &mut stats) {
+                return Ok(stats);
+            }
+            let Some(entries) = self.read_entries(&seg, seq)? else {
+                continue;
+            };
+            stats.blocks_read += 1;
+            for e in entries {
+                if filter.matches(&e) {
+                    heap.push(Reverse(Ranked::new(e, Order::OldestFirst)));
+                }
+            }
+        }
+        emit(&mut heap, None, &mut stats);
+        Ok(stats)
     }
 
     /// Decodes one block; a corrupt block is reported and skipped, never fatal.

@@ -560,3 +560,76 @@ fn retention_running_beside_appends_never_deletes_the_segment_being_written() {
     );
     assert_eq!(newest[0].id, last);
 }
+
+#[test]
+fn scan_visits_matching_entries_oldest_first_across_overlapping_blocks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open_at(small_cfg(dir.path()), t0()).expect("open");
+    // two interleaved streams appended one after the other: their blocks overlap in time
+    let evens: Vec<_> = (0..600)
+        .filter(|i| i % 2 == 0)
+        .map(|i| event(i, t0()))
+        .collect();
+    let odds: Vec<_> = (0..600)
+        .filter(|i| i % 2 == 1)
+        .map(|i| event(i, t0()))
+        .collect();
+    store
+        .append_at(
+            AppendBatch {
+                entries: &evens,
+                ..Default::default()
+            },
+            t0(),
+        )
+        .expect("append");
+    store
+        .append_at(
+            AppendBatch {
+                entries: &odds,
+                ..Default::default()
+            },
+            t0(),
+        )
+        .expect("append");
+    let mut seen = Vec::new();
+    let stats = store
+        .scan(&Query::default(), |e| {
+            seen.push(e);
+            std::ops::ControlFlow::Continue(())
+        })
+        .expect("scan");
+    assert_eq!(seen.len(), 600);
+    assert_eq!(stats.entries, 600);
+    assert!(
+        seen.windows(2).all(|w| w[0].order_key() < w[1].order_key()),
+        "exact time order"
+    );
+    let mut players = 0;
+    store
+        .scan(
+            &Query {
+                player: Some("p3".into()),
+                ..Query::default()
+            },
+            |e| {
+                assert_eq!(e.player.as_deref(), Some("p3"));
+                players += 1;
+                std::ops::ControlFlow::Continue(())
+            },
+        )
+        .expect("scan");
+    assert_eq!(players, 60);
+    let mut first_ten = 0;
+    store
+        .scan(&Query::default(), |_| {
+            first_ten += 1;
+            if first_ten == 10 {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        })
+        .expect("scan");
+    assert_eq!(first_ten, 10);
+}
