@@ -13,6 +13,7 @@ use trace_core::{encode_entry_vec, Decoder, SubjectScheme, TraceEntry};
 use trace_monitor::{AlertEvent, Monitor};
 use trace_store::{AppendBatch, Store};
 
+use crate::analytics::{self, AnalyticsDriver};
 use crate::api::{self, ApiState};
 use crate::config::AgentConfig;
 use crate::recorder::{Recorder, RecorderStats};
@@ -54,20 +55,39 @@ pub async fn run(
     ));
     let stats = Arc::new(RecorderStats::default());
     let (stop_tx, stop_rx) = watch::channel(false);
+    let checkpoint_path = config.data_dir.join("analytics").join("checkpoint.mp");
+    let (live, seen) = {
+        let (path, engine) = (checkpoint_path.clone(), config.analytics.engine.clone());
+        tokio::task::spawn_blocking(move || analytics::load_live(&path, &engine)).await??
+    };
 
     let recorder = Recorder {
         store: store.clone(),
-        decoder,
+        decoder: decoder.clone(),
         stream: config.stream_spec(),
         consumer: config.consumer_spec(),
         stats: stats.clone(),
         monitor: monitor.clone(),
     };
     let mut recorder_task = tokio::spawn(recorder.run(js.clone(), stop_rx.clone()));
+    let analytics_task = config.analytics.enabled.then(|| {
+        let driver = AnalyticsDriver {
+            decoder: decoder.clone(),
+            stream: config.stream_spec(),
+            consumer: config.analytics_consumer_spec(),
+            checkpoint_path,
+            checkpoint_every: config.analytics.checkpoint_every,
+            stats_every: config.analytics.stats_every,
+            live: live.clone(),
+        };
+        tokio::spawn(driver.run(client.clone(), js.clone(), seen, stop_rx.clone()))
+    });
     let api_state = Arc::new(ApiState {
         store: store.clone(),
         recorder: stats.clone(),
         monitor: monitor.clone(),
+        live: live.clone(),
+        analytics: config.analytics.clone(),
         reply_budget: api::reply_budget(client.server_info().max_payload),
     });
     let mut api_task = tokio::spawn({
@@ -127,6 +147,13 @@ pub async fn run(
         let _ = maintain_task.await;
         let _ = watch_task.await;
         let _ = http_task.await;
+        if let Some(task) = analytics_task {
+            match task.await {
+                Ok(Err(e)) => tracing::error!(error = %e, "analytics ended with an error"),
+                Err(e) => tracing::error!(error = %e, "analytics task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
     };
     if tokio::time::timeout(Duration::from_secs(20), drain)
         .await

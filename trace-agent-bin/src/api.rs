@@ -35,6 +35,11 @@ pub const VERBS: &[&str] = &[
     "health",
     "alerts",
     "metrics",
+    "stats",
+    "players",
+    "patterns",
+    "trends",
+    "anomalies",
 ];
 
 /// `get` and `explain` take an id.
@@ -137,6 +142,86 @@ pub struct MetricsReply {
     pub prometheus: String,
 }
 
+/// The analytics verbs, each answering one part of the analysis.
+pub const ANALYTICS_VERBS: &[&str] = &["stats", "players", "patterns", "trends", "anomalies"];
+
+/// Request of the analytics verbs. No field set: the live state (everything since the
+/// analytics consumer started, checkpointed across restarts). Any field set: the same
+/// algorithms run over the stored events in that range (`since` defaults to the oldest
+/// stored event, `until` to now) that pass the filters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AnalyticsRequest {
+    /// Start of the range (inclusive).
+    pub since: Option<DateTime<Utc>>,
+    /// End of the range (exclusive).
+    pub until: Option<DateTime<Utc>>,
+    /// Event type, exact or a `prefix.*`.
+    #[serde(rename = "type")]
+    pub event_type: Option<String>,
+    /// Source.
+    pub source: Option<String>,
+}
+
+impl AnalyticsRequest {
+    /// True when the live state answers.
+    pub fn is_live(&self) -> bool {
+        *self == AnalyticsRequest::default()
+    }
+}
+
+/// Whether an answer is the live state or a run over a stored range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnalyticsScope {
+    /// The live state.
+    Live,
+    /// A run over stored events.
+    Range,
+}
+
+/// `stats` answers counts, rates, error rates and the metric percentiles together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatsAndPerformance {
+    /// Counts and rates.
+    pub stats: trace_analytics::StatsReport,
+    /// Percentiles of every metric per event type.
+    pub performance: trace_analytics::PerformanceReport,
+}
+
+/// Reply of the analytics verbs: the scope, the range, how many events, and the part asked
+/// for (`stats`: [`StatsAndPerformance`]; `players`: `PlayersReport`; `patterns`:
+/// `PatternsReport`; `trends`: `TrendsReport`; `anomalies`: `AnomaliesReport`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalyticsReply<T> {
+    /// Live state or stored range.
+    pub scope: AnalyticsScope,
+    /// The range analysed (for a range run).
+    pub since: Option<DateTime<Utc>>,
+    /// The range's end.
+    pub until: Option<DateTime<Utc>>,
+    /// Events analysed.
+    pub events: u64,
+    /// When the answer was made (the end of the rate windows).
+    pub generated_at: DateTime<Utc>,
+    /// The part asked for.
+    pub report: T,
+}
+
+impl AnalyticsReply<()> {
+    /// The same head with a report.
+    fn with<T>(&self, report: T) -> AnalyticsReply<T> {
+        AnalyticsReply {
+            scope: self.scope,
+            since: self.since,
+            until: self.until,
+            events: self.events,
+            generated_at: self.generated_at,
+            report,
+        }
+    }
+}
+
 /// An API failure: a code (HTTP-like) and a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message} (code {code})")]
@@ -208,6 +293,10 @@ pub struct ApiState {
     pub recorder: Arc<RecorderStats>,
     /// Metrics, alerts and health.
     pub monitor: Arc<Monitor>,
+    /// The live analytics state.
+    pub live: crate::analytics::LiveAnalyzer,
+    /// Analytics settings (for runs over stored ranges).
+    pub analytics: crate::config::AnalyticsSection,
     /// Most bytes one reply may take: a little under the server's `max_payload`, so a page
     /// is cut short (with a cursor to the rest) rather than never sent.
     pub reply_budget: usize,
@@ -317,6 +406,10 @@ impl ApiState {
                 };
                 encode_reply(&reply, enc)
             }
+            verb if ANALYTICS_VERBS.contains(&verb) => {
+                let req: AnalyticsRequest = decode_request(body)?;
+                self.analytics_answer(verb, &req, enc)
+            }
             "health" => encode_reply(&self.monitor.health(Utc::now()), enc),
             "alerts" => encode_reply(&self.monitor.alerts(), enc),
             "metrics" => {
@@ -335,6 +428,81 @@ impl ApiState {
                 encode_reply(&reply, enc)
             }
             other => Err(ApiError::bad_request(format!("unknown verb {other}"))),
+        }
+    }
+}
+
+impl ApiState {
+    /// The live state, or the same algorithms over the stored events the request selects.
+    fn analytics_answer(
+        &self,
+        verb: &str,
+        req: &AnalyticsRequest,
+        enc: Encoding,
+    ) -> Result<Bytes, ApiError> {
+        let now = Utc::now();
+        let (scope, report) = if req.is_live() {
+            let live = crate::analytics::lock(&self.live);
+            (AnalyticsScope::Live, live.report(now))
+        } else {
+            if let (Some(s), Some(u)) = (req.since, req.until) {
+                if s >= u {
+                    return Err(ApiError::bad_request(format!(
+                        "since ({s}) must be before until ({u})"
+                    )));
+                }
+            }
+            let q = Query {
+                since: req.since,
+                until: req.until,
+                event_type: req.event_type.clone(),
+                source: req.source.clone(),
+                ..Query::default()
+            };
+            let mut analyzer = trace_analytics::Analyzer::new(self.analytics.engine.clone());
+            let cap = self.analytics.max_range_events;
+            let mut seen = 0u64;
+            self.store
+                .scan(&q, |e| {
+                    // the agent's own outputs are not analysed live either
+                    if !e.event_type.starts_with("trace.") {
+                        analyzer.observe(&e);
+                    }
+                    seen += 1;
+                    if seen >= cap {
+                        std::ops::ControlFlow::Break(())
+                    } else {
+                        std::ops::ControlFlow::Continue(())
+                    }
+                })
+                .map_err(ApiError::internal)?;
+            let end = req.until.unwrap_or(now).min(now);
+            analyzer.advance_to(end);
+            (AnalyticsScope::Range, analyzer.report(end))
+        };
+        let head = AnalyticsReply {
+            scope,
+            since: req.since,
+            until: req.until,
+            events: report.events,
+            generated_at: report.generated_at,
+            report: (),
+        };
+        match verb {
+            "stats" => encode_reply(
+                &head.with(StatsAndPerformance {
+                    stats: report.stats,
+                    performance: report.performance,
+                }),
+                enc,
+            ),
+            "players" => encode_reply(&head.with(report.players), enc),
+            "patterns" => encode_reply(&head.with(report.patterns), enc),
+            "trends" => encode_reply(&head.with(report.trends), enc),
+            "anomalies" => encode_reply(&head.with(report.anomalies), enc),
+            other => Err(ApiError::bad_request(format!(
+                "unknown analytics verb {other}"
+            ))),
         }
     }
 }

@@ -12,6 +12,7 @@ use trace_core::human::{parse_duration, parse_time_arg};
 use trace_core::query::MAX_PAGE;
 use trace_core::{Category, Order, Query, QueryPage, Severity, TraceEntry};
 
+use crate::analytics_cli::{AnalyticsArgs, DetectArgs};
 use crate::api::{
     ApiClient, ExplainReply, IdRequest, QuarantineReply, QuarantineRequest, StoreInfoReply,
 };
@@ -49,6 +50,18 @@ pub enum Command {
     Alerts(InfoArgs),
     /// A live view: rates per source and type, errors, lag, alerts, resources (every second).
     Top(TopArgs),
+    /// Counts by type, source, category, severity; rates; error rates; metric percentiles.
+    Stats(AnalyticsArgs),
+    /// Distinct players and sessions, top players, session lengths.
+    Players(AnalyticsArgs),
+    /// Transitions between event types, frequent sequences, story transitions, error templates.
+    Patterns(AnalyticsArgs),
+    /// Per series: slope, significance (Mann-Kendall), rising / falling / stable.
+    Trends(AnalyticsArgs),
+    /// Anomalies found by the streaming detector.
+    Anomalies(AnalyticsArgs),
+    /// Score a CSV (timestamp,value) with the same streaming detector, offline.
+    Detect(DetectArgs),
 }
 
 /// `top` flags.
@@ -354,6 +367,12 @@ pub async fn run_client(command: Command) -> anyhow::Result<ExitCode> {
                 output::alerts(&alerts, &mut out)?;
             }
         }
+        Command::Stats(args) => crate::analytics_cli::run("stats", &args).await?,
+        Command::Players(args) => crate::analytics_cli::run("players", &args).await?,
+        Command::Patterns(args) => crate::analytics_cli::run("patterns", &args).await?,
+        Command::Trends(args) => crate::analytics_cli::run("trends", &args).await?,
+        Command::Anomalies(args) => crate::analytics_cli::run("anomalies", &args).await?,
+        Command::Detect(args) => crate::analytics_cli::detect(&args)?,
         Command::Top(args) => {
             drop(out);
             crate::top::run(&args).await?;

@@ -41,6 +41,41 @@ pub struct AgentConfig {
     pub monitor: MonitorConfig,
     /// Threshold rules (`[[rules]]`), merged with the built-in ones by name.
     pub rules: Vec<RuleConfig>,
+    /// The live analytics driver.
+    pub analytics: AnalyticsSection,
+}
+
+/// `[analytics]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalyticsSection {
+    /// Run the live analytics consumer.
+    pub enabled: bool,
+    /// Its durable consumer name.
+    pub consumer: String,
+    /// How often its state is checkpointed (and its messages acked).
+    #[serde(with = "human_duration")]
+    pub checkpoint_every: Duration,
+    /// How often a stats summary is published on `trace.stats`.
+    #[serde(with = "human_duration")]
+    pub stats_every: Duration,
+    /// Most stored events one `--since/--until` run reads.
+    pub max_range_events: u64,
+    /// The algorithms' settings (bounds, bucket width, detector), `[analytics.engine]`.
+    pub engine: trace_analytics::AnalyticsConfig,
+}
+
+impl Default for AnalyticsSection {
+    fn default() -> Self {
+        AnalyticsSection {
+            enabled: true,
+            consumer: "trace-analytics".into(),
+            checkpoint_every: Duration::from_secs(5),
+            stats_every: Duration::from_secs(10),
+            max_range_events: 20_000_000,
+            engine: trace_analytics::AnalyticsConfig::default(),
+        }
+    }
 }
 
 impl Default for AgentConfig {
@@ -56,6 +91,7 @@ impl Default for AgentConfig {
             api: ApiSection::default(),
             monitor: MonitorConfig::default(),
             rules: Vec::new(),
+            analytics: AnalyticsSection::default(),
         }
     }
 }
@@ -407,6 +443,27 @@ impl AgentConfig {
                 other => ("rules".into(), other.to_string()),
             },
         )?;
+        let a = &self.analytics;
+        if a.consumer.is_empty()
+            || a.consumer.contains(['.', ' ', '*', '>'])
+            || a.consumer == r.consumer
+        {
+            return Err((
+                "analytics.consumer".into(),
+                format!(
+                    "{:?} must be a valid durable name different from recorder.consumer",
+                    a.consumer
+                ),
+            ));
+        }
+        if a.checkpoint_every < Duration::from_millis(100)
+            || a.stats_every < Duration::from_millis(100)
+        {
+            return Err((
+                "analytics.checkpoint_every".into(),
+                "checkpoint_every and stats_every must be at least 100ms".into(),
+            ));
+        }
         if self.api.concurrency == 0 {
             return Err(("api.concurrency".into(), "must be at least 1".into()));
         }
@@ -456,6 +513,14 @@ impl AgentConfig {
             max_age: self.stream.max_age,
             max_bytes: self.stream.max_bytes as i64,
             duplicate_window: self.stream.duplicate_window,
+        }
+    }
+
+    /// The analytics consumer's spec (the recorder's batching, its own durable name).
+    pub fn analytics_consumer_spec(&self) -> ConsumerSpec {
+        ConsumerSpec {
+            durable: self.analytics.consumer.clone(),
+            ..self.consumer_spec()
         }
     }
 

@@ -4,6 +4,7 @@
 //! - [`config`]: `AgentConfig`, layered file < `TRACE_AGENT_*` env < flags, validated up front.
 //! - [`recorder`]: the ingest path, JetStream batch -> decode -> dedupe -> store -> flush -> ack.
 //! - [`api`]: the NATS micro service on `trace.api.<verb>` and the CLI's client for it.
+//! - [`analytics`]: the live analytics driver (own durable consumer, checkpointed state).
 //! - [`agent`]: `trace-agent run`: starts recorder, API and store maintenance; drains on stop.
 //! - [`cli`]: argument definitions and the client commands.
 //! - [`output`]: tables for people, JSON Lines for programs.
@@ -11,6 +12,8 @@
 #![deny(missing_docs)]
 
 pub mod agent;
+pub mod analytics;
+pub mod analytics_cli;
 pub mod api;
 pub mod cli;
 pub mod config;

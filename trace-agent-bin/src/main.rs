@@ -41,6 +41,15 @@ fn main() -> std::process::ExitCode {
     });
     match result {
         Ok(code) => std::process::ExitCode::from(code.0),
+        // `trace-agent query | head`: the reader went away, which is not an error
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            std::process::ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE

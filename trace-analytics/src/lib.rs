@@ -77,5 +77,5 @@ pub use patterns::{Patterns, PatternsReport};
 pub use performance::{Performance, PerformanceReport};
 pub use players::{Players, PlayersReport};
 pub use stats::{Stats, StatsReport};
-pub use tracker::{Anomaly, AnomalyTracker};
+pub use tracker::{AnomaliesReport, Anomaly, AnomalyTracker};
 pub use trends::{Trends, TrendsReport};

@@ -253,7 +253,6 @@ impl Players {
         let ts_ms = entry.ts.timestamp_millis();
         let action = entry.category == Category::PlayerAction;
         let player_hash = entry.player.as_deref().map(hash_str);
-        let mut joined_session: Option<&str> = None;
 
         if let Some(session) = entry.session.as_deref() {
             let session_hash = hash_str(session);
@@ -271,7 +270,6 @@ impl Players {
                     if state.player.is_none() {
                         state.player = Some(Box::from(player));
                     }
-                    joined_session = Some(session);
                 }
             }
             if is_session_end(&entry.event_type) {
@@ -300,9 +298,13 @@ impl Players {
             state.actions += u64::from(action);
             state.first_seen_ms = state.first_seen_ms.min(ts_ms);
             state.last_seen_ms = state.last_seen_ms.max(ts_ms);
-            if let Some(session) = joined_session {
-                state.sessions += 1;
-                state.last_session = Some(Box::from(session));
+            // a player counts a session when it shows up in one other than its last: exact
+            // for one session at a time, which is how games run sessions
+            if let Some(session) = entry.session.as_deref() {
+                if state.last_session.as_deref() != Some(session) {
+                    state.sessions += 1;
+                    state.last_session = Some(Box::from(session));
+                }
             }
         }
     }
