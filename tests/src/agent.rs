@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
@@ -14,6 +15,7 @@ use nix::unistd::Pid;
 use tempfile::TempDir;
 
 use crate::api::{api_request_with_timeout, ApiError, StoreInfo};
+use crate::http::{free_local_addr, http_get, HttpResponse};
 use crate::logs;
 use crate::wait::Deadline;
 
@@ -22,13 +24,20 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Lines of each log printed in failure messages.
 const TAIL_LINES: usize = 40;
 
-/// How to start an agent beyond the NATS URL and data dir the fixture always passes.
+/// How to start an agent beyond the NATS URL, data dir and `--http` address the fixture
+/// always passes.
 #[derive(Debug, Clone, Default)]
 pub struct AgentOptions {
     /// TOML written to a file and passed as `--config`.
     pub config: Option<String>,
     /// Extra environment variables (on top of `RUST_LOG=info`).
     pub env: Vec<(String, String)>,
+    /// Where the monitoring endpoints listen, passed as `--http ADDR`. `None`: a free port
+    /// of 127.0.0.1 picked at start (never the agent's default `127.0.0.1:9464`, which
+    /// tests running in parallel would fight over).
+    pub http: Option<SocketAddr>,
+    /// More arguments for `trace-agent run`, after the fixture's own.
+    pub args: Vec<String>,
 }
 
 impl AgentOptions {
@@ -36,8 +45,18 @@ impl AgentOptions {
     pub fn with_config(toml: impl Into<String>) -> Self {
         AgentOptions {
             config: Some(toml.into()),
-            env: Vec::new(),
+            ..AgentOptions::default()
         }
+    }
+
+    /// The same options with more `trace-agent run` arguments.
+    pub fn with_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
     }
 }
 
@@ -51,12 +70,14 @@ pub struct Agent {
     /// Holds `data/`, the config file and the logs.
     dir: TempDir,
     client: async_nats::Client,
+    /// `--http`: the options' address or a free one picked at start (kept across restarts).
+    http_addr: SocketAddr,
     runs: u32,
 }
 
 impl Agent {
-    /// Starts `trace-agent run --nats-url URL --data-dir DIR [--config FILE]` and waits until
-    /// its API answers `store_info`.
+    /// Starts `trace-agent run --nats-url URL --data-dir DIR --http ADDR [--config FILE]`
+    /// and waits until its API answers `store_info`.
     pub async fn start(nats_url: &str, options: AgentOptions) -> anyhow::Result<Agent> {
         let binary = agent_binary()?;
         let dir = tempfile::Builder::new()
@@ -73,18 +94,43 @@ impl Agent {
             .connect(nats_url)
             .await
             .with_context(|| format!("connecting the test's API client to {nats_url}"))?;
+        let http_addr = match options.http {
+            Some(addr) => addr,
+            None => free_local_addr()?,
+        };
         let mut agent = Agent {
             child: None,
             binary,
             nats_url: nats_url.to_owned(),
+            http_addr,
             options,
             dir,
             client,
             runs: 0,
         };
-        agent.spawn()?;
-        agent.wait_ready().await?;
-        Ok(agent)
+        // The free HTTP port can be taken between picking and binding (tests run in
+        // parallel): an agent that exits at startup because of it is retried on another port.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            agent.spawn()?;
+            match agent.wait_ready().await {
+                Ok(()) => return Ok(agent),
+                Err(e)
+                    if agent.child.is_none()
+                        && agent.options.http.is_none()
+                        && attempt < 3
+                        && logs::tail(&agent.stderr_path(), 20)
+                            .contains("Address already in use") =>
+                {
+                    eprintln!(
+                        "trace-tests: trace-agent could not bind its HTTP port ({e:#}); new port"
+                    );
+                    agent.http_addr = free_local_addr()?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The agent's data dir (kept across restarts).
@@ -100,6 +146,16 @@ impl Agent {
     /// The client the fixture uses for API requests.
     pub fn client(&self) -> &async_nats::Client {
         &self.client
+    }
+
+    /// Where its HTTP endpoints (`/metrics`, `/health`) listen.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// `GET path` on its HTTP endpoints.
+    pub async fn http_get(&self, path: &str) -> anyhow::Result<HttpResponse> {
+        http_get(self.http_addr, path).await
     }
 
     /// Whether the process is still running (reaps it if it exited).
@@ -247,6 +303,9 @@ impl Agent {
             args.push("--config".into());
             args.push(path_arg(&self.dir.path().join("agent.toml"))?);
         }
+        args.push("--http".into());
+        args.push(self.http_addr.to_string());
+        args.extend(self.options.args.iter().cloned());
         let stdout = open_log(&self.stdout_path(), self.runs, &args)?;
         let stderr = open_log(&self.stderr_path(), self.runs, &args)?;
         let mut command = Command::new(&self.binary);

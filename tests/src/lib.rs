@@ -20,15 +20,20 @@
 //! - [`recorder_backlog`] (`backlog`): what the agent's durable consumer has not yet acked.
 //! - [`eventually`] (`wait`): polling with a deadline, the only way tests wait.
 //! - [`disk_usage`] (`disk`): what a directory really takes on disk.
+//! - [`http_get`] (`http`): one HTTP/1.1 `GET` to the agent's monitoring endpoints
+//!   ([`Agent::http_get`]; every agent serves them on a free port).
+//! - [`AlertWatch`] (`alerts`): a subscriber on `trace.alerts.>` decoding each notification.
 //!
 //! The harness never sleeps to assert: it polls with deadlines and says what it last saw.
 #![deny(missing_docs)]
 
 mod agent;
+mod alerts;
 mod api;
 mod backlog;
 mod cli;
 mod disk;
+mod http;
 mod logs;
 mod nats_server;
 mod publish;
@@ -36,10 +41,12 @@ mod traffic;
 mod wait;
 
 pub use agent::{agent_binary, Agent, AgentOptions};
+pub use alerts::{msgpack_to_json, AlertNotice, AlertWatch, ALERT_SUBJECTS};
 pub use api::{api_request, api_request_with_timeout, ApiError, StoreInfo};
 pub use backlog::{recorder_backlog, Backlog};
 pub use cli::{parse_json_lines, Cli, CliOutput, EntryLine};
 pub use disk::{disk_usage, DiskUsage};
+pub use http::{free_local_addr, http_get, http_get_with_timeout, HttpResponse};
 pub use nats_server::NatsServer;
 pub use publish::{publish_js, JsPublisher, MAX_ACKS_IN_FLIGHT};
 pub use traffic::{Expect, Expected, GameSource, GameTraffic, Outgoing};

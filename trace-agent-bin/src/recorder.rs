@@ -311,7 +311,14 @@ impl Recorder {
         for kind in quarantine_kinds {
             metrics.add_quarantined(kind, 1);
         }
-        metrics.observe_entries(entries.iter(), now);
+        // the agent's own alerts and anomalies are recorded, but the agent is not one of the
+        // sources it watches (it would raise `source_silent` about itself)
+        metrics.observe_entries(
+            entries
+                .iter()
+                .filter(|e| !e.meta_str("subject").is_some_and(|s| s.starts_with("trace."))),
+            now,
+        );
         metrics.record_store_write_ok(now);
         Ok(max_seq)
     }

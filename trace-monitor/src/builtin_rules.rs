@@ -6,11 +6,14 @@
 //! | `source_silent` | `trace_source_last_seen_seconds` | `> 60` (s since a known source's last entry) | `0s` | warn | never |
 //! | `source_error_rate_high` | `trace_source_error_ratio` | `> 0.05` (over the window, at least `min_events_for_ratio` entries) | `1m` | error | never |
 //! | `consumer_lag_high` | `trace_agent_consumer_lag` | `> 10000` messages | `1m` | warn | never |
-//! | `store_near_budget` | `trace_agent_store_budget_ratio` | `> 0.9` of `max_disk_bytes` | `0s` | warn | never |
+//! | `store_near_budget` | `trace_agent_store_budget_ratio` | `> 0.95` of `max_disk_bytes` | `2m` | warn | never |
 //! | `store_write_failures` | `trace_agent_store_write_failures_recent` | `> 0` failures in the window | `0s` | critical | `10m` |
 //! | `quarantine_ratio_high` | `trace_agent_quarantine_ratio` | `> 0.01` of received (at least `min_events_for_ratio` received) | `1m` | warn | never |
 //! | `quarantine_rate_high` | `trace_agent_events_quarantined_per_second` | `> 10` per second | `1m` | warn | never |
 //!
+//! A store that retention keeps at its budget hovers between 7/8 and all of it (segments are
+//! sealed at an eighth of the budget), so `store_near_budget` waits two minutes above 95 %:
+//! it reports retention not keeping up, not retention working.
 //! `store_near_budget` only has a series to look at when the store has a budget; a source
 //! stops being watched by `source_silent` once it is forgotten (`source_forget_after`).
 
@@ -97,8 +100,8 @@ pub fn builtin_rules() -> Vec<RuleConfig> {
             STORE_NEAR_BUDGET,
             names::STORE_BUDGET_RATIO,
             ">",
-            0.9,
-            "0s",
+            0.95,
+            "2m",
             "warn",
             "store uses {{value}} of its disk budget (threshold {{threshold}})",
             None,

@@ -36,7 +36,7 @@
 //! | `source_silent` | `trace_source_last_seen_seconds` | `> 60` | `0s` | warn |
 //! | `source_error_rate_high` | `trace_source_error_ratio` | `> 0.05` | `1m` | error |
 //! | `consumer_lag_high` | `trace_agent_consumer_lag` | `> 10000` | `1m` | warn |
-//! | `store_near_budget` | `trace_agent_store_budget_ratio` | `> 0.9` | `0s` | warn |
+//! | `store_near_budget` | `trace_agent_store_budget_ratio` | `> 0.95` | `2m` | warn |
 //! | `store_write_failures` | `trace_agent_store_write_failures_recent` | `> 0` | `0s` | critical (renotify `10m`) |
 //! | `quarantine_ratio_high` | `trace_agent_quarantine_ratio` | `> 0.01` | `1m` | warn |
 //! | `quarantine_rate_high` | `trace_agent_events_quarantined_per_second` | `> 10` | `1m` | warn |

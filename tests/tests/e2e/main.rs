@@ -10,11 +10,14 @@
 //! - `bad_config`: bad configuration is refused up front, naming the key.
 //! - `harness`: the fixtures themselves (server restart keeps its store, publish window).
 //! - `service`: the API is a discoverable NATS micro service with the contract's errors.
+//! - `monitor`: rules fire and resolve once, health through a NATS outage, `/metrics`
+//!   counters against the traffic sent, a silent source's alert, bad rules refused.
 
 mod bad_config;
 mod crash;
 mod harness;
 mod mixed_traffic;
+mod monitor;
 mod retention;
 mod service;
 mod shutdown;
