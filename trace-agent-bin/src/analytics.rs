@@ -172,10 +172,16 @@ impl AnalyticsDriver {
                     }
                 }
                 _ = checkpoint_tick.tick() => {
-                    lock(&self.live).advance_to(Utc::now());
-                    let anomalies = lock(&self.live).drain_anomalies();
-                    for a in anomalies {
-                        publish_anomaly(&js, &a).await;
+                    // Close quiet buckets up to now (so silence is scored) only once the
+                    // backlog is consumed: advancing while old messages still come would put
+                    // the rest of the backlog into the current bucket.
+                    let caught_up = matches!(consumer.info().await, Ok(info) if info.num_pending == 0);
+                    if caught_up {
+                        lock(&self.live).advance_to(Utc::now());
+                        let anomalies = lock(&self.live).drain_anomalies();
+                        for a in anomalies {
+                            publish_anomaly(&js, &a).await;
+                        }
                     }
                     self.checkpoint_and_ack(&mut consumer, &mut unacked, &mut seen).await?;
                 }

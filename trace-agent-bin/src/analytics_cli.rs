@@ -237,17 +237,45 @@ fn header<T>(reply: &AnalyticsReply<T>, out: &mut impl Write) -> std::io::Result
     let range = match (reply.scope, reply.since, reply.until) {
         (AnalyticsScope::Live, None, None) => "since the analytics consumer started".to_owned(),
         (_, since, until) => format!(
-            "{} .. {}",
+            "{} .. {} (UTC)",
             since.map_or("the oldest stored event".to_owned(), |t| time(Some(t))),
             until.map_or("now".to_owned(), |t| time(Some(t)))
         ),
     };
     writeln!(
         out,
-        "scope: {scope}  range: {range} (UTC)  events analysed: {}  at {}",
+        "scope: {scope}  range: {range}  events analysed: {}  at {} UTC",
         reply.events,
         time(Some(reply.generated_at))
     )
+}
+
+/// A [`Table`] that prints `(none)` instead of a lone header when it has no rows.
+struct Listing {
+    table: Table,
+    rows: usize,
+}
+
+impl Listing {
+    fn new(header: &[&str]) -> Self {
+        Listing {
+            table: Table::new(header),
+            rows: 0,
+        }
+    }
+
+    fn row(&mut self, cells: Vec<String>) {
+        self.rows += 1;
+        self.table.row(cells);
+    }
+
+    fn print(&self, out: &mut impl Write) -> std::io::Result<()> {
+        if self.rows == 0 {
+            writeln!(out, "(none)")
+        } else {
+            self.table.print(out)
+        }
+    }
 }
 
 fn section(out: &mut impl Write, title: &str, shown: usize, total: usize) -> std::io::Result<()> {
@@ -268,7 +296,7 @@ fn key_stats_table<'a>(
     let mut rows: Vec<_> = rows.collect();
     rows.sort_by(|a, b| b.1.count.cmp(&a.1.count).then_with(|| a.0.cmp(b.0)));
     section(out, title, rows.len().min(top), rows.len())?;
-    let mut t = Table::new(&[
+    let mut t = Listing::new(&[
         "NAME",
         "COUNT",
         "ERRORS",
@@ -334,7 +362,7 @@ fn print_stats(
         categories.len().min(top),
         categories.len(),
     )?;
-    let mut t = Table::new(&["CATEGORY", "COUNT"]);
+    let mut t = Listing::new(&["CATEGORY", "COUNT"]);
     for (name, n) in categories.into_iter().take(top) {
         t.row(vec![clip(name, 40), n.to_string()]);
     }
@@ -346,7 +374,7 @@ fn print_stats(
         stats.by_severity.len(),
         stats.by_severity.len(),
     )?;
-    let mut t = Table::new(&["SEVERITY", "COUNT"]);
+    let mut t = Listing::new(&["SEVERITY", "COUNT"]);
     // trace .. critical, in severity order
     for name in ["trace", "debug", "info", "warn", "error", "critical"] {
         if let Some(n) = stats.by_severity.get(name) {
@@ -382,7 +410,7 @@ fn print_stats(
     } else {
         writeln!(out, "{title}")?;
     }
-    let mut t = Table::new(&["TYPE", "METRIC", "COUNT", "P50", "P90", "P95", "P99", "MAX"]);
+    let mut t = Listing::new(&["TYPE", "METRIC", "COUNT", "P50", "P90", "P95", "P99", "MAX"]);
     for (ty, metric, p) in rows.into_iter().take(top) {
         t.row(vec![
             clip(ty, 32),
@@ -449,7 +477,7 @@ fn print_players(
         r.top_players.len().min(top),
         r.top_players.len(),
     )?;
-    let mut t = Table::new(&[
+    let mut t = Listing::new(&[
         "PLAYER",
         "EVENTS",
         "ACTIONS",
@@ -478,7 +506,7 @@ fn print_players(
 
     let sessions: Vec<_> = s.recent.iter().chain(s.top_open.iter()).collect();
     section(out, "SESSIONS", sessions.len().min(top), sessions.len())?;
-    let mut t = Table::new(&[
+    let mut t = Listing::new(&[
         "SESSION",
         "PLAYER",
         "EVENTS",
@@ -512,7 +540,7 @@ fn transitions_table(
     out: &mut impl Write,
 ) -> std::io::Result<()> {
     section(out, title, rows.len().min(top), rows.len())?;
-    let mut t = Table::new(&["FROM", "", "TO", "COUNT"]);
+    let mut t = Listing::new(&["FROM", "", "TO", "COUNT"]);
     for tr in rows.iter().take(top) {
         t.row(vec![
             clip(&tr.from, 40),
@@ -533,7 +561,7 @@ fn type_counts_table(
     let mut rows: Vec<_> = map.iter().collect();
     rows.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
     section(out, title, rows.len().min(top), rows.len())?;
-    let mut t = Table::new(&["TYPE", "SESSIONS"]);
+    let mut t = Listing::new(&["TYPE", "SESSIONS"]);
     for (name, n) in rows.into_iter().take(top) {
         t.row(vec![clip(name, 40), n.to_string()]);
     }
@@ -562,7 +590,7 @@ fn print_patterns(
         r.sequences.len().min(top),
         r.sequences.len(),
     )?;
-    let mut t = Table::new(&["COUNT", "SEQUENCE"]);
+    let mut t = Listing::new(&["COUNT", "SEQUENCE"]);
     for s in r.sequences.iter().take(top) {
         let count = if s.count_error > 0 {
             format!("{} (±{})", s.count, s.count_error)
@@ -586,7 +614,7 @@ fn print_patterns(
         r.error_templates.len().min(top),
         r.error_templates.len(),
     )?;
-    let mut t = Table::new(&["COUNT", "TYPE", "LAST SEEN (UTC)", "TEMPLATE", "EXAMPLE"]);
+    let mut t = Listing::new(&["COUNT", "TYPE", "LAST SEEN (UTC)", "TEMPLATE", "EXAMPLE"]);
     for e in r.error_templates.iter().take(top) {
         let count = if e.count_error > 0 {
             format!("{} (±{})", e.count, e.count_error)
@@ -613,7 +641,7 @@ fn print_trends(
     let r = &reply.report;
     writeln!(out, "buckets of {}s", r.bucket_secs)?;
     section(out, "TRENDS", r.series.len().min(top), r.series.len())?;
-    let mut t = Table::new(&[
+    let mut t = Listing::new(&[
         "SERIES",
         "POINTS",
         "FROM (UTC)",
@@ -664,7 +692,7 @@ fn print_anomalies(
         r.anomalies.len().min(top),
         r.anomalies.len(),
     )?;
-    let mut t = Table::new(&["SERIES", "TIME (UTC)", "VALUE", "EXPECTED", "SCORE", "KIND"]);
+    let mut t = Listing::new(&["SERIES", "TIME (UTC)", "VALUE", "EXPECTED", "SCORE", "KIND"]);
     for a in r.anomalies.iter().take(top) {
         t.row(vec![
             clip(&a.series, 48),

@@ -8,6 +8,7 @@
 //! - [`agent`]: `trace-agent run`: starts recorder, API and store maintenance; drains on stop.
 //! - [`cli`]: argument definitions and the client commands.
 //! - [`output`]: tables for people, JSON Lines for programs.
+//! - [`analytics_cli`]: the analytics commands (stats, players, patterns, trends, anomalies, detect).
 //! - [`top`]: the live terminal view.
 #![deny(missing_docs)]
 

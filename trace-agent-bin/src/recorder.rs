@@ -314,9 +314,10 @@ impl Recorder {
         // the agent's own alerts and anomalies are recorded, but the agent is not one of the
         // sources it watches (it would raise `source_silent` about itself)
         metrics.observe_entries(
-            entries
-                .iter()
-                .filter(|e| !e.meta_str("subject").is_some_and(|s| s.starts_with("trace."))),
+            entries.iter().filter(|e| {
+                !e.meta_str("subject")
+                    .is_some_and(|s| s.starts_with("trace."))
+            }),
             now,
         );
         metrics.record_store_write_ok(now);

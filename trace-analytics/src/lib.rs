@@ -34,7 +34,7 @@
 //! | players: table | 10 000 most active players (Space-Saving), 10 000 open sessions (2-generation LRU) | ≈ 3 MB + ids |
 //! | patterns | 10 000 session tails, 65 536 transitions, 1000 sequence + 256 template counters | ≈ 2.5 MB |
 //! | series / trends | 128 types + 128 metric series per bucket; 256 series × 60 buckets | ≈ 0.3 MB |
-//! | anomalies | 256 detectors × ≈ 14 KiB, 1000 anomaly records | ≈ 3.8 MB |
+//! | anomalies | 256 detectors × ≈ 37 KiB, 1000 anomaly records | ≈ 9.6 MB |
 //!
 //! No analysis allocates per event once its keys are known, except error templates (one
 //! masked string per error event) and a Space-Saving miss (the new key).

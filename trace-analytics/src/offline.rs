@@ -225,4 +225,34 @@ mod tests {
         assert!(err.to_string().starts_with("line 2:"), "{err}");
         assert!(parse_timestamp("2014-04-10T07:15:00Z").is_some());
     }
+
+    /// The CSV scores are exactly the streaming detector's, irregular timestamps included.
+    #[test]
+    fn scores_match_the_streaming_detector_on_irregular_timestamps() {
+        let mut input = String::from("timestamp,value\n");
+        let mut ts = 1_396_310_400i64;
+        let mut points = Vec::new();
+        for i in 0..600i64 {
+            ts += 60 + (i * 53 % 600) + if i == 300 { 4 * 3600 } else { 0 };
+            let value = 1000.0 + ((i * 7919) % 97) as f64 + if i == 500 { 900.0 } else { 0.0 };
+            let stamp = DateTime::from_timestamp(ts, 0).expect("valid");
+            input.push_str(&format!("{},{value}\n", stamp.format("%Y-%m-%d %H:%M:%S")));
+            points.push((ts, value));
+        }
+        let config = DetectorConfig::default();
+        let mut out = Vec::new();
+        detect_csv(input.as_bytes(), &mut out, &config).expect("valid input");
+        let text = String::from_utf8(out).expect("utf-8");
+        let mut detector = AnomalyDetector::new(config);
+        for (line, (ts, value)) in text.lines().skip(1).zip(points) {
+            let expected = detector.observe_at(Some(ts), value).score;
+            let got: f64 = line
+                .rsplit(',')
+                .next()
+                .expect("score")
+                .parse()
+                .expect("number");
+            assert!((got - expected).abs() < 1e-6, "{line}: {expected}");
+        }
+    }
 }

@@ -89,15 +89,32 @@ struct Watched {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Watch {
     config: TrackerConfig,
+    /// Width of a bucket, seconds (turns event rates back into counts).
+    #[serde(default = "default_bucket_secs")]
+    bucket_secs: i64,
     series: Vec<Option<Watched>>,
     watched: usize,
     recent: VecDeque<Anomaly>,
     pending: VecDeque<Anomaly>,
 }
 
+fn default_bucket_secs() -> i64 {
+    60
+}
+
+/// Whether a rate that the detector flags is also too far from what it expected to be
+/// chance: the bucket's count must differ from the expected count by more than three
+/// Poisson standard deviations plus one event. One event in a usually empty minute is not
+/// an anomaly however rare it is.
+fn rate_is_significant(value: f64, expected: f64, bucket_secs: i64) -> bool {
+    let secs = bucket_secs.max(1) as f64;
+    let (count, expected_count) = (value * secs, expected.max(0.0) * secs);
+    (count - expected_count).abs() > 3.0 * expected_count.max(1.0).sqrt() + 1.0
+}
+
 /// Anomaly detection over the live series.
 ///
-/// Bounded state: `max_series` detectors (about 14 KiB each with the default windows), at most
+/// Bounded state: `max_series` detectors (about 37 KiB each with the default windows), at most
 /// `2 × keep_anomalies` records, the bucketer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AnomalyTracker {
@@ -112,6 +129,7 @@ impl AnomalyTracker {
             bucketer: SeriesBucketer::new(series),
             watch: Watch {
                 config: config.clone(),
+                bucket_secs: series.bucket_secs,
                 series: Vec::new(),
                 watched: 0,
                 recent: VecDeque::new(),
@@ -185,8 +203,11 @@ impl Watch {
             .detector
             .observe_at(Some(point.bucket_start), point.value);
         watched.last_score = assessment.score;
-        let starts_episode = assessment.is_anomaly && !watched.in_episode;
-        watched.in_episode = assessment.is_anomaly;
+        let is_anomaly = assessment.is_anomaly
+            && (point.kind != SeriesKind::EventRate
+                || rate_is_significant(point.value, assessment.expected, self.bucket_secs));
+        let starts_episode = is_anomaly && !watched.in_episode;
+        watched.in_episode = is_anomaly;
         if let (true, Some(kind)) = (starts_episode, assessment.kind) {
             let anomaly = Anomaly {
                 series: watched.name.clone(),

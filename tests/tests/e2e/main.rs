@@ -2,6 +2,8 @@
 //! `trace-agent` binary, publishes game traffic, and checks the results through the real CLI
 //! and the NATS API. One test binary; each module is one area of the contract.
 //!
+//! - `analytics`: a known game session stream gives exact stats, players and patterns over a
+//!   range and live; an injected burst is an anomaly at its bucket; `detect` scores a CSV.
 //! - `mixed_traffic`: envelopes, raw game payloads and garbage; every query filter, ordering,
 //!   limits and paging, quarantine, `get`, `explain`, table output.
 //! - `crash`: SIGKILL while ingesting, restart, every event exactly once.
@@ -13,6 +15,7 @@
 //! - `monitor`: rules fire and resolve once, health through a NATS outage, `/metrics`
 //!   counters against the traffic sent, a silent source's alert, bad rules refused.
 
+mod analytics;
 mod bad_config;
 mod crash;
 mod harness;

@@ -107,6 +107,12 @@ async fn max_age_drops_old_segments_and_frees_disk() -> anyhow::Result<()> {
 segment_window = "1s"
 max_age = "4s"
 retention_interval = "500ms"
+
+# this test counts exactly what it published: keep the agent's own alerts and anomalies out
+[analytics]
+enabled = false
+[monitor]
+builtin_rules = false
 "#;
         let agent = Agent::start(&nats.client_url(), AgentOptions::with_config(config)).await?;
         let cli = Cli::new(&nats.client_url())?;
@@ -188,6 +194,12 @@ segment_window = "1h"
 max_age = "30d"
 max_disk_bytes = "4MiB"
 retention_interval = "500ms"
+
+# this test counts exactly what it published: keep the agent's own alerts and anomalies out
+[analytics]
+enabled = false
+[monitor]
+builtin_rules = false
 "#;
         let agent = Agent::start(&nats.client_url(), AgentOptions::with_config(config)).await?;
         let cli = Cli::new(&nats.client_url())?;
