@@ -18,6 +18,7 @@ use crate::api::{
 };
 use crate::config::{AgentConfig, FlagOverrides};
 use crate::output;
+use crate::tools::{EmitArgs, ExportArgs, ImportArgs, TailArgs};
 use trace_monitor::{AlertList, HealthStatus};
 
 /// trace-agent: records every game event from NATS durably and answers questions about them.
@@ -62,6 +63,14 @@ pub enum Command {
     Anomalies(AnalyticsArgs),
     /// Score a CSV (timestamp,value) with the same streaming detector, offline.
     Detect(DetectArgs),
+    /// Follow new events live, with query's filters (coloured lines, or --json).
+    Tail(TailArgs),
+    /// Publish one event from a shell.
+    Emit(EmitArgs),
+    /// Write the events a query selects to a .jsonl or .msgpack file (oldest first).
+    Export(ExportArgs),
+    /// Replay an export into the bus, or straight into a store directory (idempotent by id).
+    Import(ImportArgs),
 }
 
 /// `top` flags.
@@ -140,9 +149,9 @@ pub struct QueryArgs {
     /// Session id.
     #[arg(long)]
     pub session: Option<String>,
-    /// Most events to return (pages are followed as needed).
-    #[arg(long, default_value_t = 100)]
-    pub limit: usize,
+    /// Most events to return, pages followed as needed [default: 100 for query, all for export].
+    #[arg(long)]
+    pub limit: Option<usize>,
     /// Oldest first instead of newest first.
     #[arg(long)]
     pub oldest_first: bool,
@@ -180,6 +189,9 @@ pub struct InfoArgs {
     pub conn: ConnArgs,
 }
 
+/// Entries `query` returns when no `--limit` is given.
+pub const DEFAULT_LIMIT: usize = 100;
+
 /// Loads and validates the configuration of `run` (file < env < flags).
 pub fn load_run_config(args: &RunArgs) -> anyhow::Result<AgentConfig> {
     let env: BTreeMap<String, String> = std::env::vars()
@@ -210,7 +222,7 @@ impl QueryArgs {
                     .map_err(|e| anyhow::anyhow!("--severity: {e}"))
             })
             .transpose()?;
-        if self.limit == 0 {
+        if self.limit == Some(0) {
             anyhow::bail!("--limit must be at least 1");
         }
         let q = Query {
@@ -222,7 +234,7 @@ impl QueryArgs {
             severity,
             player: self.player.clone(),
             session: self.session.clone(),
-            limit: Some(self.limit.min(MAX_PAGE)),
+            limit: Some(self.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_PAGE)),
             order: if self.oldest_first {
                 Order::OldestFirst
             } else {
@@ -250,10 +262,11 @@ pub async fn run_client(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run(_) => anyhow::bail!("`run` is not a client command"),
         Command::Query(args) => {
             let mut q = args.to_query()?;
+            let limit = args.limit.unwrap_or(DEFAULT_LIMIT);
             let api = ApiClient::connect(&args.conn.nats_url, args.conn.timeout).await?;
             let mut entries: Vec<TraceEntry> = Vec::new();
             loop {
-                q.limit = Some((args.limit - entries.len()).min(MAX_PAGE));
+                q.limit = Some((limit - entries.len()).min(MAX_PAGE));
                 let page: QueryPage = api.call("query", &q).await?;
                 let got = page.entries.len();
                 if args.conn.json {
@@ -263,7 +276,7 @@ pub async fn run_client(command: Command) -> anyhow::Result<ExitCode> {
                 }
                 entries.extend(page.entries);
                 match page.next_cursor {
-                    Some(c) if entries.len() < args.limit && got > 0 => q.cursor = Some(c),
+                    Some(c) if entries.len() < limit && got > 0 => q.cursor = Some(c),
                     _ => break,
                 }
             }
@@ -373,6 +386,14 @@ pub async fn run_client(command: Command) -> anyhow::Result<ExitCode> {
         Command::Trends(args) => crate::analytics_cli::run("trends", &args).await?,
         Command::Anomalies(args) => crate::analytics_cli::run("anomalies", &args).await?,
         Command::Detect(args) => crate::analytics_cli::detect(&args)?,
+        Command::Tail(args) => {
+            drop(out);
+            crate::tools::tail(&args).await?;
+            return Ok(ExitCode(0));
+        }
+        Command::Emit(args) => crate::tools::emit(&args).await?,
+        Command::Export(args) => crate::tools::export(&args).await?,
+        Command::Import(args) => crate::tools::import(&args).await?,
         Command::Top(args) => {
             drop(out);
             crate::top::run(&args).await?;

@@ -9,6 +9,7 @@
 //! - [`cli`]: argument definitions and the client commands.
 //! - [`output`]: tables for people, JSON Lines for programs.
 //! - [`analytics_cli`]: the analytics commands (stats, players, patterns, trends, anomalies, detect).
+//! - [`tools`]: tail, emit, export, import.
 //! - [`top`]: the live terminal view.
 #![deny(missing_docs)]
 
@@ -20,4 +21,5 @@ pub mod cli;
 pub mod config;
 pub mod output;
 pub mod recorder;
+pub mod tools;
 pub mod top;
