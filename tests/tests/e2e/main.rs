@@ -12,6 +12,8 @@
 //! - `bad_config`: bad configuration is refused up front, naming the key.
 //! - `harness`: the fixtures themselves (server restart keeps its store, publish window).
 //! - `service`: the API is a discoverable NATS micro service with the contract's errors.
+//! - `tools`: `tail` sees what comes after it; `export` then `import` (store and bus) gives
+//!   the same events; `emit` publishes one.
 //! - `monitor`: rules fire and resolve once, health through a NATS outage, `/metrics`
 //!   counters against the traffic sent, a silent source's alert, bad rules refused.
 
@@ -24,4 +26,5 @@ mod monitor;
 mod retention;
 mod service;
 mod shutdown;
+mod tools;
 mod util;
