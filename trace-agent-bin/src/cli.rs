@@ -71,6 +71,8 @@ pub enum Command {
     Export(ExportArgs),
     /// Replay an export into the bus, or straight into a store directory (idempotent by id).
     Import(ImportArgs),
+    /// Run the agent and a simulated game for a while, then report what it found.
+    Demo(crate::demo::DemoArgs),
 }
 
 /// `top` flags.
@@ -394,6 +396,11 @@ pub async fn run_client(command: Command) -> anyhow::Result<ExitCode> {
         Command::Emit(args) => crate::tools::emit(&args).await?,
         Command::Export(args) => crate::tools::export(&args).await?,
         Command::Import(args) => crate::tools::import(&args).await?,
+        Command::Demo(args) => {
+            drop(out);
+            crate::demo::run(&args).await?;
+            return Ok(ExitCode(0));
+        }
         Command::Top(args) => {
             drop(out);
             crate::top::run(&args).await?;

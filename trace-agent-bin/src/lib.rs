@@ -9,6 +9,8 @@
 //! - [`cli`]: argument definitions and the client commands.
 //! - [`output`]: tables for people, JSON Lines for programs.
 //! - [`analytics_cli`]: the analytics commands (stats, players, patterns, trends, anomalies, detect).
+//! - [`demo`]: `trace-agent demo`, the newcomer's first command.
+//! - [`sim`]: the simulated game (demo and tests).
 //! - [`tools`]: tail, emit, export, import.
 //! - [`top`]: the live terminal view.
 #![deny(missing_docs)]
@@ -19,7 +21,9 @@ pub mod analytics_cli;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod output;
 pub mod recorder;
+pub mod sim;
 pub mod tools;
 pub mod top;

@@ -7,12 +7,17 @@ use trace_agent_bin::cli::{self, Cli, Command};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let is_run = matches!(cli.command, Command::Run(_));
+    let default_level = match cli.command {
+        Command::Run(_) => "info",
+        // the demo prints its own report; the agent inside it speaks only of failures
+        Command::Demo(_) => "error",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("TRACE_AGENT_LOG")
                 .or_else(|_| EnvFilter::try_from_default_env())
-                .unwrap_or_else(|_| EnvFilter::new(if is_run { "info" } else { "warn" })),
+                .unwrap_or_else(|_| EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -494,8 +494,7 @@ pub async fn import(args: &ImportArgs) -> anyhow::Result<()> {
         }
         None => {
             let client = trace_core::bus::connect(&args.nats_url, "trace-agent-import").await?;
-            let js = jetstream::new(client);
-            let mut window = std::collections::VecDeque::new();
+            let mut publisher = WindowedPublisher::new(jetstream::new(client));
             let mut done = 0u64;
             for e in &entries {
                 let subject = e
@@ -503,28 +502,60 @@ pub async fn import(args: &ImportArgs) -> anyhow::Result<()> {
                     .map(str::to_owned)
                     .or_else(|| publish_subject(SourceKind::Agent, &e.source, &e.event_type).ok())
                     .with_context(|| format!("no subject for event {}", e.id))?;
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert("Nats-Msg-Id", e.id.to_string().as_str());
-                let ack = js
-                    .publish_with_headers(subject.clone(), headers, encode_entry_vec(e).into())
-                    .await
-                    .with_context(|| format!("publishing on {subject}"))?;
-                window.push_back(ack);
-                // a bounded window of unconfirmed publishes (see DESIGN.md)
-                if window.len() >= 1024 {
-                    if let Some(a) = window.pop_front() {
-                        a.await.context("JetStream refused an imported event")?;
-                    }
-                }
+                publisher.publish(&subject, e).await?;
                 done += 1;
                 progress.show(done, false);
             }
-            for a in window {
-                a.await.context("JetStream refused an imported event")?;
-            }
+            publisher.finish().await?;
             progress.finish(done);
             eprintln!("imported {done} events into the bus ({})", args.nats_url);
         }
     }
     Ok(())
+}
+
+/// Publishes entries through JetStream with `Nats-Msg-Id` = the event id, keeping a bounded
+/// window of unconfirmed publishes (an unbounded pile of ack futures stalls the client; see
+/// DESIGN.md), so a bulk replay neither floods memory nor loses a refusal.
+pub struct WindowedPublisher {
+    js: jetstream::Context,
+    window: std::collections::VecDeque<jetstream::context::PublishAckFuture>,
+    max: usize,
+}
+
+impl WindowedPublisher {
+    /// A publisher with a window of 1024 unconfirmed messages.
+    pub fn new(js: jetstream::Context) -> Self {
+        WindowedPublisher {
+            js,
+            window: std::collections::VecDeque::new(),
+            max: 1024,
+        }
+    }
+
+    /// Sends one entry as its msgpack envelope on `subject`.
+    pub async fn publish(&mut self, subject: &str, entry: &TraceEntry) -> anyhow::Result<()> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", entry.id.to_string().as_str());
+        let ack = self
+            .js
+            .publish_with_headers(subject.to_owned(), headers, encode_entry_vec(entry).into())
+            .await
+            .with_context(|| format!("publishing on {subject}"))?;
+        self.window.push_back(ack);
+        if self.window.len() >= self.max {
+            if let Some(a) = self.window.pop_front() {
+                a.await.context("JetStream refused a message")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for every publish to be confirmed.
+    pub async fn finish(&mut self) -> anyhow::Result<()> {
+        while let Some(a) = self.window.pop_front() {
+            a.await.context("JetStream refused a message")?;
+        }
+        Ok(())
+    }
 }

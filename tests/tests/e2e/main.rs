@@ -12,6 +12,7 @@
 //! - `bad_config`: bad configuration is refused up front, naming the key.
 //! - `harness`: the fixtures themselves (server restart keeps its store, publish window).
 //! - `service`: the API is a discoverable NATS micro service with the contract's errors.
+//! - `demo`: the newcomer's first command runs green and finds the injected faults.
 //! - `tools`: `tail` sees what comes after it; `export` then `import` (store and bus) gives
 //!   the same events; `emit` publishes one.
 //! - `monitor`: rules fire and resolve once, health through a NATS outage, `/metrics`
@@ -20,6 +21,7 @@
 mod analytics;
 mod bad_config;
 mod crash;
+mod demo;
 mod harness;
 mod mixed_traffic;
 mod monitor;
