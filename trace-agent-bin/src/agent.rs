@@ -88,6 +88,7 @@ pub async fn run(
         monitor: monitor.clone(),
         live: live.clone(),
         analytics: config.analytics.clone(),
+        admin_token: config.api.admin_token.clone(),
         reply_budget: api::reply_budget(client.server_info().max_payload),
     });
     let mut api_task = tokio::spawn({

@@ -40,6 +40,7 @@ pub const VERBS: &[&str] = &[
     "patterns",
     "trends",
     "anomalies",
+    "verify",
 ];
 
 /// `get` and `explain` take an id.
@@ -140,6 +141,16 @@ pub struct MetricsReply {
     pub alerts: AlertList,
     /// The Prometheus text exposition of the same metrics.
     pub prometheus: String,
+}
+
+/// `verify` request: check every block; `repair` (destructive) needs the admin token.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VerifyRequest {
+    /// Remove corrupt blocks.
+    pub repair: bool,
+    /// The admin token (`[api] admin_token`).
+    pub token: Option<String>,
 }
 
 /// The analytics verbs, each answering one part of the analysis.
@@ -297,6 +308,8 @@ pub struct ApiState {
     pub live: crate::analytics::LiveAnalyzer,
     /// Analytics settings (for runs over stored ranges).
     pub analytics: crate::config::AnalyticsSection,
+    /// The token destructive verbs require (none: refused).
+    pub admin_token: Option<String>,
     /// Most bytes one reply may take: a little under the server's `max_payload`, so a page
     /// is cut short (with a cursor to the rest) rather than never sent.
     pub reply_budget: usize,
@@ -304,6 +317,11 @@ pub struct ApiState {
 
 /// Quarantine listings show at most this many bytes of each payload (`raw_len` is the size).
 pub const QUARANTINE_RAW_SHOWN: usize = 4096;
+
+/// Compares without an early exit, so timing does not reveal how much of a token matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
 
 /// The reply budget for a server that accepts `max_payload` bytes.
 pub fn reply_budget(max_payload: usize) -> usize {
@@ -410,6 +428,19 @@ impl ApiState {
                 let req: AnalyticsRequest = decode_request(body)?;
                 self.analytics_answer(verb, &req, enc)
             }
+            "verify" => {
+                let req: VerifyRequest = decode_request(body)?;
+                if req.repair && !self.admin_allowed(req.token.as_deref()) {
+                    return Err(ApiError {
+                        code: 403,
+                        message: "verify --repair is refused: set [api] admin_token on the agent and pass it with --token".into(),
+                    });
+                }
+                encode_reply(
+                    &self.store.verify(req.repair).map_err(ApiError::internal)?,
+                    enc,
+                )
+            }
             "health" => encode_reply(&self.monitor.health(Utc::now()), enc),
             "alerts" => encode_reply(&self.monitor.alerts(), enc),
             "metrics" => {
@@ -433,6 +464,14 @@ impl ApiState {
 }
 
 impl ApiState {
+    /// Whether `token` is the configured admin token (no token configured: never).
+    fn admin_allowed(&self, token: Option<&str>) -> bool {
+        match (&self.admin_token, token) {
+            (Some(want), Some(got)) => constant_time_eq(want.as_bytes(), got.as_bytes()),
+            _ => false,
+        }
+    }
+
     /// The live state, or the same algorithms over the stored events the request selects.
     fn analytics_answer(
         &self,

@@ -73,6 +73,26 @@ pub enum Command {
     Import(ImportArgs),
     /// Run the agent and a simulated game for a while, then report what it found.
     Demo(crate::demo::DemoArgs),
+    /// Check every stored block (checksums, decoding); --repair removes corrupt ones.
+    Verify(VerifyArgs),
+}
+
+/// `verify` flags.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Remove corrupt blocks (destructive: through the agent it needs --token).
+    #[arg(long)]
+    pub repair: bool,
+    /// Check this store directory directly (the agent must not be running on it) instead of
+    /// asking the running agent.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The agent's admin token, for --repair through the agent.
+    #[arg(long, env = "TRACE_AGENT_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Connection and output.
+    #[command(flatten)]
+    pub conn: ConnArgs,
 }
 
 /// `top` flags.
@@ -396,6 +416,61 @@ pub async fn run_client(command: Command) -> anyhow::Result<ExitCode> {
         Command::Emit(args) => crate::tools::emit(&args).await?,
         Command::Export(args) => crate::tools::export(&args).await?,
         Command::Import(args) => crate::tools::import(&args).await?,
+        Command::Verify(args) => {
+            let report: trace_store::VerifyReport = match &args.data_dir {
+                Some(dir) => {
+                    let (dir, repair) = (dir.clone(), args.repair);
+                    tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                        let store = trace_store::Store::open(trace_store::StoreConfig::at(&dir))
+                            .with_context(|| format!("opening the store in {}", dir.display()))?;
+                        Ok(store.verify(repair)?)
+                    })
+                    .await??
+                }
+                None => {
+                    let api = ApiClient::connect(&args.conn.nats_url, args.conn.timeout).await?;
+                    let req = crate::api::VerifyRequest {
+                        repair: args.repair,
+                        token: args.token.clone(),
+                    };
+                    api.call("verify", &req).await?
+                }
+            };
+            if args.conn.json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "checked {} blocks in {} segments: {} corrupt{}",
+                    report.blocks,
+                    report.segments,
+                    report.corrupt.len(),
+                    if args.repair {
+                        format!(", {} removed", report.repaired)
+                    } else {
+                        String::new()
+                    }
+                )?;
+                if !report.corrupt.is_empty() {
+                    let mut t = output::Table::new(&["SEGMENT", "BLOCK", "EVENTS", "PROBLEM"]);
+                    for c in &report.corrupt {
+                        t.row(vec![
+                            c.segment.clone(),
+                            c.block.to_string(),
+                            c.events.to_string(),
+                            c.detail.clone(),
+                        ]);
+                    }
+                    t.print(&mut out)?;
+                }
+            }
+            out.flush().context("writing output")?;
+            return Ok(ExitCode(if report.corrupt.is_empty() || args.repair {
+                0
+            } else {
+                1
+            }));
+        }
         Command::Demo(args) => {
             drop(out);
             crate::demo::run(&args).await?;

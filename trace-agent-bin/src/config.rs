@@ -208,6 +208,10 @@ pub struct ApiSection {
     pub name: String,
     /// Requests answered at once.
     pub concurrency: usize,
+    /// The token destructive verbs (`verify` with repair) require; none set: they are
+    /// refused. Give it in the file or as `TRACE_AGENT_API__ADMIN_TOKEN`; it is never logged.
+    #[serde(skip_serializing)]
+    pub admin_token: Option<String>,
 }
 
 impl Default for ApiSection {
@@ -215,6 +219,7 @@ impl Default for ApiSection {
         ApiSection {
             name: "trace-agent".into(),
             concurrency: 16,
+            admin_token: None,
         }
     }
 }

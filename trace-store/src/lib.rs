@@ -30,4 +30,7 @@ pub use bloom::Bloom;
 pub use config::StoreConfig;
 pub use error::{Result, StoreError};
 pub use quarantine::QuarantineRecord;
-pub use store::{AppendBatch, MaintainReport, ScanStats, SegmentInfo, Store, StoreInfo, MAX_CHAIN};
+pub use store::{
+    AppendBatch, CorruptBlock, MaintainReport, ScanStats, SegmentInfo, Store, StoreInfo,
+    VerifyReport, MAX_CHAIN,
+};

@@ -83,6 +83,32 @@ pub struct SegmentInfo {
     pub active: bool,
 }
 
+/// What `Store::verify` found.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    /// Segments checked.
+    pub segments: u64,
+    /// Blocks checked.
+    pub blocks: u64,
+    /// The corrupt ones.
+    pub corrupt: Vec<CorruptBlock>,
+    /// Corrupt blocks removed (with `repair`).
+    pub repaired: u64,
+}
+
+/// One corrupt block, by location.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CorruptBlock {
+    /// Segment directory name.
+    pub segment: String,
+    /// Block number in the segment.
+    pub block: u64,
+    /// Entries its summary says it held.
+    pub events: u64,
+    /// What is wrong.
+    pub detail: String,
+}
+
 /// What `Store::scan` went through.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScanStats {
@@ -704,6 +730,63 @@ impl Store {
         }
         emit(&mut heap, None, &mut stats);
         Ok(stats)
+    }
+
+    /// Checks every block of every segment (checksum, decompression, every entry decodes)
+    /// and reports the corrupt ones by location. With `repair`, corrupt blocks are removed
+    /// (their entries are lost already; removing them stops the warnings and the wasted
+    /// reads) and each touched segment's summaries are rewritten.
+    pub fn verify(&self, repair: bool) -> Result<VerifyReport> {
+        let mut report = VerifyReport::default();
+        let active = self.writer().active.name.clone();
+        for seg in self.segments() {
+            report.segments += 1;
+            let seqs: Vec<u64> = seg.state().summaries.iter().map(|s| s.seq).collect();
+            let mut bad = Vec::new();
+            for seq in seqs {
+                report.blocks += 1;
+                let problem = match seg.read_block(seq) {
+                    Ok(Some(value)) => decode_block(&value).err(),
+                    Ok(None) => Some("block listed in the summaries but missing".to_owned()),
+                    Err(e) => Some(e.to_string()),
+                };
+                if let Some(detail) = problem {
+                    let events = seg
+                        .state()
+                        .summaries
+                        .iter()
+                        .find(|s| s.seq == seq)
+                        .map_or(0, |s| u64::from(s.count));
+                    report.corrupt.push(CorruptBlock {
+                        segment: seg.name.clone(),
+                        block: seq,
+                        events,
+                        detail,
+                    });
+                    bad.push(seq);
+                }
+            }
+            if repair && !bad.is_empty() {
+                // the writer lock keeps appends out while the active segment is repaired
+                let _w = (seg.name == active).then(|| self.writer());
+                let db = seg.db()?;
+                for seq in &bad {
+                    db.remove(segment::block_key(*seq))
+                        .map_err(|e| StoreError::sled("remove block", &seg.dir, e))?;
+                    db.remove(segment::summary_key(*seq))
+                        .map_err(|e| StoreError::sled("remove summary", &seg.dir, e))?;
+                }
+                db.flush()
+                    .map_err(|e| StoreError::sled("flush", &seg.dir, e))?;
+                seg.state_mut().summaries.retain(|s| !bad.contains(&s.seq));
+                if seg.state().sealed {
+                    drop(db);
+                    seg.seal()?;
+                }
+                report.repaired += bad.len() as u64;
+            }
+        }
+        Ok(report)
     }
 
     /// Decodes one block; a corrupt block is reported and skipped, never fatal.
