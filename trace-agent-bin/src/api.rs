@@ -41,6 +41,7 @@ pub const VERBS: &[&str] = &[
     "trends",
     "anomalies",
     "verify",
+    "forget",
 ];
 
 /// `get` and `explain` take an id.
@@ -151,6 +152,27 @@ pub struct VerifyRequest {
     pub repair: bool,
     /// The admin token (`[api] admin_token`).
     pub token: Option<String>,
+}
+
+/// `forget` request (destructive: needs the admin token).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ForgetRequest {
+    /// The player to remove everywhere.
+    pub player: String,
+    /// The admin token (`[api] admin_token`).
+    pub token: Option<String>,
+}
+
+/// `forget` reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ForgetReply {
+    /// The player.
+    pub player: String,
+    /// Stored events removed.
+    pub events_removed: u64,
+    /// Whether the live analytics held per-player state for them (now gone).
+    pub analytics_state_removed: bool,
 }
 
 /// The analytics verbs, each answering one part of the analysis.
@@ -438,6 +460,37 @@ impl ApiState {
                 }
                 encode_reply(
                     &self.store.verify(req.repair).map_err(ApiError::internal)?,
+                    enc,
+                )
+            }
+            "forget" => {
+                let req: ForgetRequest = decode_request(body)?;
+                if !self.admin_allowed(req.token.as_deref()) {
+                    return Err(ApiError {
+                        code: 403,
+                        message: "forget is refused: set [api] admin_token on the agent and pass it with --token".into(),
+                    });
+                }
+                if req.player.is_empty() {
+                    return Err(ApiError::bad_request("missing `player`"));
+                }
+                let events_removed = self
+                    .store
+                    .forget_player(&req.player)
+                    .map_err(ApiError::internal)?;
+                let analytics_state_removed =
+                    crate::analytics::lock(&self.live).forget_player(&req.player);
+                tracing::info!(
+                    events_removed,
+                    analytics_state_removed,
+                    "a player was forgotten"
+                );
+                encode_reply(
+                    &ForgetReply {
+                        player: req.player,
+                        events_removed,
+                        analytics_state_removed,
+                    },
                     enc,
                 )
             }

@@ -75,6 +75,22 @@ pub enum Command {
     Demo(crate::demo::DemoArgs),
     /// Check every stored block (checksums, decoding); --repair removes corrupt ones.
     Verify(VerifyArgs),
+    /// Remove a player's events from every segment and from the analytics state (privacy).
+    Forget(ForgetArgs),
+}
+
+/// `forget` flags.
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// The player to forget.
+    #[arg(long)]
+    pub player: String,
+    /// The agent's admin token.
+    #[arg(long, env = "TRACE_AGENT_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Connection and output.
+    #[command(flatten)]
+    pub conn: ConnArgs,
 }
 
 /// `verify` flags.
@@ -416,6 +432,29 @@ pub async fn run_client(command: Command) -> anyhow::Result<ExitCode> {
         Command::Emit(args) => crate::tools::emit(&args).await?,
         Command::Export(args) => crate::tools::export(&args).await?,
         Command::Import(args) => crate::tools::import(&args).await?,
+        Command::Forget(args) => {
+            let api = ApiClient::connect(&args.conn.nats_url, args.conn.timeout).await?;
+            let req = crate::api::ForgetRequest {
+                player: args.player.clone(),
+                token: args.token.clone(),
+            };
+            let reply: crate::api::ForgetReply = api.call("forget", &req).await?;
+            if args.conn.json {
+                writeln!(out, "{}", serde_json::to_string(&reply)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "forgot player {}: {} stored events removed{}",
+                    reply.player,
+                    reply.events_removed,
+                    if reply.analytics_state_removed {
+                        ", analytics state removed"
+                    } else {
+                        ""
+                    }
+                )?;
+            }
+        }
         Command::Verify(args) => {
             let report: trace_store::VerifyReport = match &args.data_dir {
                 Some(dir) => {

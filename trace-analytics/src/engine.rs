@@ -239,6 +239,12 @@ impl Analyzer {
         &self.performance
     }
 
+    /// Forgets a player in every analysis that keeps per-player state (privacy). Returns
+    /// whether any state held them.
+    pub fn forget_player(&mut self, player: &str) -> bool {
+        self.players.forget_player(player)
+    }
+
     /// The player and session statistics.
     pub fn players(&self) -> &Players {
         &self.players

@@ -361,6 +361,18 @@ impl Players {
         }
     }
 
+    /// Forgets a player (privacy): their row and their open sessions go; the distinct-player
+    /// estimate, which holds no ids (a hash set or HyperLogLog registers), keeps counting
+    /// them. Returns whether the player was tracked.
+    pub fn forget_player(&mut self, player: &str) -> bool {
+        let hash = hash_str(player);
+        let tracked = self.table.remove_by_hash(hash).is_some();
+        self.young.retain(|_, s| s.player_hash != Some(hash));
+        self.old.retain(|_, s| s.player_hash != Some(hash));
+        self.recent.retain(|s| s.player.as_deref() != Some(player));
+        tracked
+    }
+
     /// The figures of one player, if it is in the table.
     pub fn player(&self, player: &str) -> Option<PlayerSummary> {
         self.table

@@ -222,6 +222,24 @@ impl<K, V> SpaceSaving<K, V> {
         }
     }
 
+    /// Stops monitoring the key with hash `hash` (its count leaves the total too), returning
+    /// its counter. Used to forget a player.
+    pub fn remove_by_hash(&mut self, hash: u64) -> Option<Counter<K, V>> {
+        let pos = self.index.remove(&hash)? as usize;
+        let last = self.heap.len() - 1;
+        if pos != last {
+            self.heap.swap(pos, last);
+            self.index.insert(self.heap[pos].hash, pos as u32);
+        }
+        let removed = self.heap.pop()?;
+        if pos < self.heap.len() {
+            let pos = self.sift_up(pos);
+            self.sift_down(pos);
+        }
+        self.total = self.total.saturating_sub(removed.count);
+        Some(removed)
+    }
+
     /// Approximate heap bytes held, not counting what keys and values own.
     pub fn heap_bytes(&self) -> usize {
         self.heap.capacity() * std::mem::size_of::<Counter<K, V>>() + self.index.capacity() * 16

@@ -261,3 +261,31 @@ fn filter_limits_what_is_analysed() {
         .keys()
         .all(|t| t.starts_with("player.")));
 }
+
+#[test]
+fn a_forgotten_player_leaves_the_per_player_state() {
+    let mut a = Analyzer::new(AnalyticsConfig::default());
+    for (i, p) in ["alice", "bob", "alice", "carol", "alice"]
+        .iter()
+        .enumerate()
+    {
+        let s = format!("{p}-s1");
+        a.observe(&entry(
+            t0() + Duration::seconds(i as i64),
+            "player.move",
+            Some(&s),
+            Some(p),
+        ));
+    }
+    assert!(a.players().player("alice").is_some());
+    assert!(a.forget_player("alice"));
+    assert!(a.players().player("alice").is_none());
+    assert!(a.players().player("bob").is_some());
+    let report = a.report(t0() + Duration::seconds(10));
+    let json = serde_json::to_string(&report.players).expect("json");
+    assert!(
+        !json.contains("alice"),
+        "the report still names the player: {json}"
+    );
+    assert!(!a.forget_player("alice"), "nothing left to forget");
+}

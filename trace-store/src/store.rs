@@ -789,6 +789,103 @@ impl Store {
         Ok(report)
     }
 
+    /// Removes every entry of `player` from every segment (privacy: the right to be
+    /// forgotten) and returns how many were removed. Blocks whose summary may hold the player
+    /// are rewritten without them (an emptied block is deleted); sealed segments get their
+    /// summaries rewritten too. Appends wait while the active segment is rewritten.
+    pub fn forget_player(&self, player: &str) -> Result<u64> {
+        let probe = Query {
+            player: Some(player.to_owned()),
+            ..Query::default()
+        };
+        let mut removed = 0u64;
+        let mut guard = self.writer();
+        let w = &mut *guard;
+        let active = w.active.name.clone();
+        // the pending tail may hold the player too: it is on disk already (written under its
+        // key), so it is rewritten below like any block; forget it in memory
+        if !w.pending.is_empty() {
+            w.pending.clear();
+            w.tail_seq = None;
+        }
+        for seg in self.segments() {
+            let candidates: Vec<BlockSummary> = seg
+                .state()
+                .summaries
+                .iter()
+                .filter(|s| s.may_match(&probe))
+                .cloned()
+                .collect();
+            if candidates.is_empty() {
+                continue;
+            }
+            let db = seg.db()?;
+            let mut batch = sled::Batch::default();
+            let mut changed: Vec<(u64, Option<BlockSummary>)> = Vec::new();
+            for summary in candidates {
+                let Some(entries) = self.read_entries(&seg, summary.seq)? else {
+                    continue;
+                };
+                let before = entries.len();
+                let kept: Vec<TraceEntry> = entries
+                    .into_iter()
+                    .filter(|e| e.player.as_deref() != Some(player))
+                    .collect();
+                if kept.len() == before {
+                    continue;
+                }
+                removed += (before - kept.len()) as u64;
+                if kept.is_empty() {
+                    batch.remove(&segment::block_key(summary.seq));
+                    batch.remove(&segment::summary_key(summary.seq));
+                    changed.push((summary.seq, None));
+                    continue;
+                }
+                let mut pending = PendingBlock::default();
+                kept.iter().for_each(|e| pending.push(e));
+                let (value, new_summary) = pending
+                    .build(summary.seq, &mut w.compressor, &mut w.scratch)
+                    .map_err(|e| StoreError::io("compress block", &seg.dir, e))?;
+                let encoded =
+                    rmp_serde::to_vec_named(&new_summary).map_err(|e| StoreError::Corrupt {
+                        what: format!("summary {}", summary.seq),
+                        path: seg.dir.clone(),
+                        detail: e.to_string(),
+                    })?;
+                batch.insert(&segment::block_key(summary.seq), value);
+                batch.insert(&segment::summary_key(summary.seq), encoded);
+                changed.push((summary.seq, Some(new_summary)));
+            }
+            if changed.is_empty() {
+                continue;
+            }
+            db.apply_batch(batch)
+                .map_err(|e| StoreError::sled("rewrite blocks", &seg.dir, e))?;
+            db.flush()
+                .map_err(|e| StoreError::sled("flush", &seg.dir, e))?;
+            {
+                let mut st = seg.state_mut();
+                for (seq, summary) in changed {
+                    match summary {
+                        Some(s) => {
+                            if let Some(slot) = st.summaries.iter_mut().find(|x| x.seq == seq) {
+                                *slot = s;
+                            }
+                        }
+                        None => st.summaries.retain(|x| x.seq != seq),
+                    }
+                }
+            }
+            if seg.name != active && seg.state().sealed {
+                drop(db);
+                seg.seal()?;
+            }
+        }
+        drop(guard);
+        tracing::info!(removed, "player forgotten");
+        Ok(removed)
+    }
+
     /// Decodes one block; a corrupt block is reported and skipped, never fatal.
     fn read_entries(&self, seg: &Segment, seq: u64) -> Result<Option<Vec<TraceEntry>>> {
         let Some(value) = seg.read_block(seq)? else {

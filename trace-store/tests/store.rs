@@ -633,3 +633,81 @@ fn scan_visits_matching_entries_oldest_first_across_overlapping_blocks() {
         .expect("scan");
     assert_eq!(first_ten, 10);
 }
+
+#[test]
+fn forget_player_removes_them_everywhere_and_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = StoreConfig {
+        segment_window: Duration::from_secs(60),
+        ..small_cfg(dir.path())
+    };
+    {
+        let store = Store::open_at(cfg.clone(), t0()).expect("open");
+        // three segments, the player in all of them, and a pending tail at the end
+        for minute in 0..3 {
+            let now = t0() + chrono::Duration::minutes(minute);
+            let events: Vec<_> = (0..250)
+                .map(|i| event(minute as u64 * 1000 + i, now))
+                .collect();
+            store
+                .append_at(
+                    AppendBatch {
+                        entries: &events,
+                        ..Default::default()
+                    },
+                    now,
+                )
+                .expect("append");
+        }
+        let before = all(
+            &store,
+            Query {
+                player: Some("p3".into()),
+                ..Query::default()
+            },
+        )
+        .len();
+        assert_eq!(before, 75);
+        let total = store.info().events;
+        assert_eq!(store.forget_player("p3").expect("forget"), 75);
+        assert!(all(
+            &store,
+            Query {
+                player: Some("p3".into()),
+                ..Query::default()
+            }
+        )
+        .is_empty());
+        assert_eq!(store.info().events, total - 75);
+        assert_eq!(all(&store, Query::default()).len() as u64, total - 75);
+        assert_eq!(store.forget_player("p3").expect("forget again"), 0);
+        // appends go on normally afterwards
+        let later: Vec<_> = (5000..5010)
+            .map(|i| event(i, t0() + chrono::Duration::minutes(2)))
+            .collect();
+        store
+            .append_at(
+                AppendBatch {
+                    entries: &later,
+                    ..Default::default()
+                },
+                t0() + chrono::Duration::minutes(2),
+            )
+            .expect("append after forget");
+        store.flush().expect("flush");
+    }
+    let store = Store::open_at(cfg, t0() + chrono::Duration::minutes(3)).expect("reopen");
+    assert!(
+        all(
+            &store,
+            Query {
+                player: Some("p3".into()),
+                ..Query::default()
+            }
+        )
+        .len()
+            <= 1,
+        "only a later p3 event may exist"
+    );
+    assert!(store.verify(false).expect("verify").corrupt.is_empty());
+}

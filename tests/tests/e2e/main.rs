@@ -13,6 +13,7 @@
 //! - `harness`: the fixtures themselves (server restart keeps its store, publish window).
 //! - `service`: the API is a discoverable NATS micro service with the contract's errors.
 //! - `demo`: the newcomer's first command runs green and finds the injected faults.
+//! - `privacy`: `forget` removes a player everywhere; destructive verbs need the admin token.
 //! - `tools`: `tail` sees what comes after it; `export` then `import` (store and bus) gives
 //!   the same events; `emit` publishes one.
 //! - `monitor`: rules fire and resolve once, health through a NATS outage, `/metrics`
@@ -25,6 +26,7 @@ mod demo;
 mod harness;
 mod mixed_traffic;
 mod monitor;
+mod privacy;
 mod retention;
 mod service;
 mod shutdown;
