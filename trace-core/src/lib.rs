@@ -11,6 +11,10 @@
 //! - [`query`]: the [`Query`] a store answers, with its [`Cursor`] and [`QueryPage`].
 //! - `bus` (feature `nats`, on by default): connecting, stream and consumer setup, and the
 //!   batched pull-consume loop with acks after durability.
+//! - `client` (feature `nats`): `TraceClient`, the publisher game services use: buffered,
+//!   batched, never blocking the game loop, spilling to a local file while NATS is away.
+//! - `layer` (feature `nats`): `TraceLayer`, a `tracing_subscriber::Layer` that turns a
+//!   service's `tracing` events and spans into entries through a `TraceClient`.
 //!
 //! Without the `nats` feature this crate does no I/O.
 #![deny(missing_docs)]
@@ -25,6 +29,10 @@ pub mod subject;
 
 #[cfg(feature = "nats")]
 pub mod bus;
+#[cfg(feature = "nats")]
+pub mod client;
+#[cfg(feature = "nats")]
+pub mod layer;
 
 pub use codec::{decode_stored_entry, encode_entry, encode_entry_vec, Decoder, Incoming};
 pub use entry::{Category, EventId, Severity, TraceEntry};

@@ -9,6 +9,8 @@
 //! - `crash`: SIGKILL while ingesting, restart, every event exactly once.
 //! - `shutdown`: SIGTERM drains and exits 0; nothing lost or doubled after a restart.
 //! - `retention`: age-based and size-based retention really free disk.
+//! - `client`: the publisher client delivers every event once and in order across a NATS
+//!   outage; the tracing layer turns spans into linked entries.
 //! - `bad_config`: bad configuration is refused up front, naming the key.
 //! - `harness`: the fixtures themselves (server restart keeps its store, publish window).
 //! - `service`: the API is a discoverable NATS micro service with the contract's errors.
@@ -21,6 +23,7 @@
 
 mod analytics;
 mod bad_config;
+mod client;
 mod crash;
 mod demo;
 mod harness;
