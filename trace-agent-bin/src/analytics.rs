@@ -19,9 +19,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use trace_analytics::{AnalyticsConfig, Analyzer, Anomaly};
 use trace_core::bus::{
-    ack_all, durable_consumer, ensure_stream, BatchReader, ConsumerSpec, StreamSpec,
+    ack_all, durable_consumer, ensure_stream, BatchReader, ConsumerSpec, StreamPosition, StreamSpec,
 };
-use trace_core::{encode_entry_vec, Category, Decoder, EventId, Incoming, Severity, TraceEntry};
+use trace_core::{encode_entry_vec, Category, Decoder, EventId, Severity, TraceEntry};
 
 /// Subject of the periodic stats summary.
 pub const STATS_SUBJECT: &str = "trace.stats";
@@ -211,28 +211,14 @@ impl AnalyticsDriver {
     fn observe(&self, batch: &[jetstream::Message], seen: &mut SeenSequences) -> Vec<Anomaly> {
         let mut live = lock(&self.live);
         for msg in batch {
-            let (seq, published) = match msg.info() {
-                Ok(info) => (
-                    info.stream_sequence,
-                    DateTime::from_timestamp_nanos(info.published.unix_timestamp_nanos() as i64),
-                ),
-                Err(_) => (0, Utc::now()),
-            };
+            let position = StreamPosition::of(msg);
+            let seq = position.seq;
             if seq > 0 && seen.contains(seq) {
                 continue;
             }
             // the agent's own alerts and anomalies are recorded, not analysed (no feedback)
             if !msg.subject.starts_with("trace.") {
-                let key = format!("{}:{seq}", self.stream.name);
-                let incoming = Incoming {
-                    subject: msg.subject.as_str(),
-                    payload: &msg.payload,
-                    received_at: published,
-                    fallback_id: Some(EventId::derived(
-                        published.timestamp_millis().max(0) as u64,
-                        key.as_bytes(),
-                    )),
-                };
+                let incoming = position.incoming(&self.stream.name, msg);
                 if let Ok(entry) = self.decoder.decode(&incoming) {
                     live.observe(&entry);
                 }

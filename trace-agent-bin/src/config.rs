@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use trace_core::bus::{ConsumerSpec, StreamSpec};
-use trace_core::human::{format_duration, parse_bytes, parse_duration};
+use trace_core::human::format_duration;
+use trace_core::human::{bytes_serde as human_bytes, duration_serde as human_duration};
 use trace_core::subject::{default_inputs, validate_pattern};
 use trace_core::{InputSubject, Limits};
 use trace_monitor::{MonitorConfig, RuleConfig};
@@ -581,58 +582,6 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
             if let toml::Value::Table(t) = entry {
                 set_path(t, rest, value);
             }
-        }
-    }
-}
-
-/// Durations written as `15m`, `2h`, `500ms` (or a number of seconds).
-mod human_duration {
-    use super::*;
-
-    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format_duration(*d))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Secs(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d).map_err(|_| {
-            serde::de::Error::custom(
-                "expected a duration such as \"30s\", \"15m\", \"2h\" or \"7d\"",
-            )
-        })? {
-            Raw::Secs(n) => Ok(Duration::from_secs(n)),
-            Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
-        }
-    }
-}
-
-/// Sizes written as `10GiB`, `500MB` (or a number of bytes).
-mod human_bytes {
-    use super::*;
-
-    pub fn serialize<S: serde::Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(*n)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Bytes(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d).map_err(|_| {
-            serde::de::Error::custom(
-                "expected a size such as \"512MiB\", \"10GiB\" or a byte count",
-            )
-        })? {
-            Raw::Bytes(n) => Ok(n),
-            Raw::Text(t) => parse_bytes(&t).map_err(serde::de::Error::custom),
         }
     }
 }

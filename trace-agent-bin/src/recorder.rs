@@ -12,14 +12,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use trace_core::bus::{
     ack_all, durable_consumer, ensure_stream, mark_in_progress, BatchReader, ConsumerSpec,
-    StreamSpec,
+    StreamPosition, StreamSpec,
 };
-use trace_core::{DecodeErrorKind, Decoder, EventId, Incoming, TraceEntry};
+use trace_core::{DecodeErrorKind, Decoder, TraceEntry};
 use trace_monitor::Monitor;
 use trace_store::{AppendBatch, QuarantineRecord, Store};
 
@@ -173,24 +173,10 @@ impl Recorder {
         let mut in_batch_duplicates = HashSet::new();
         let mut max_seq = watermark;
         for (i, msg) in batch.iter().enumerate() {
-            let (seq, published) = match msg.info() {
-                Ok(info) => (
-                    info.stream_sequence,
-                    DateTime::from_timestamp_nanos(info.published.unix_timestamp_nanos() as i64),
-                ),
-                Err(_) => (0, Utc::now()),
-            };
+            let position = StreamPosition::of(msg);
+            let (seq, published) = (position.seq, position.published);
             max_seq = max_seq.max(seq);
-            let key = format!("{}:{seq}", self.stream.name);
-            let incoming = Incoming {
-                subject: msg.subject.as_str(),
-                payload: &msg.payload,
-                received_at: published,
-                fallback_id: Some(EventId::derived(
-                    published.timestamp_millis().max(0) as u64,
-                    key.as_bytes(),
-                )),
-            };
+            let incoming = position.incoming(&self.stream.name, msg);
             let d = match self.decoder.decode(&incoming) {
                 Ok(entry) => Decoded::Entry(entry),
                 Err(err) => Decoded::Quarantine(

@@ -304,6 +304,49 @@ pub async fn mark_in_progress(batch: &[jetstream::Message]) {
     }
 }
 
+/// Where a JetStream message sits in its stream, and when the stream took it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamPosition {
+    /// Stream sequence (0 when the message carries no JetStream metadata).
+    pub seq: u64,
+    /// When the stream stored it (now, without metadata).
+    pub published: chrono::DateTime<chrono::Utc>,
+}
+
+impl StreamPosition {
+    /// Reads the position from the message's JetStream metadata.
+    pub fn of(msg: &jetstream::Message) -> Self {
+        match msg.info() {
+            Ok(info) => StreamPosition {
+                seq: info.stream_sequence,
+                published: chrono::DateTime::from_timestamp_nanos(
+                    info.published.unix_timestamp_nanos() as i64,
+                ),
+            },
+            Err(_) => StreamPosition {
+                seq: 0,
+                published: chrono::Utc::now(),
+            },
+        }
+    }
+
+    /// The message as the decoder sees it: received when the stream took it, and, for a
+    /// message that carries no id, an id derived from its stream position, so every consumer
+    /// (recorder, analytics) and every redelivery gives it the same one.
+    pub fn incoming<'a>(&self, stream: &str, msg: &'a jetstream::Message) -> crate::Incoming<'a> {
+        let key = format!("{stream}:{}", self.seq);
+        crate::Incoming {
+            subject: msg.subject.as_str(),
+            payload: &msg.payload,
+            received_at: self.published,
+            fallback_id: Some(crate::EventId::derived(
+                self.published.timestamp_millis().max(0) as u64,
+                key.as_bytes(),
+            )),
+        }
+    }
+}
+
 /// Acks every message (fire-and-forget acks; the server applies them in order). Returns how
 /// many acks could not be sent (they will be redelivered and deduplicated).
 pub async fn ack_all(batch: &[jetstream::Message]) -> usize {

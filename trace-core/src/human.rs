@@ -126,6 +126,65 @@ pub fn parse_time_arg(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Stri
     Ok(now - d)
 }
 
+/// `#[serde(with = "trace_core::human::duration_serde")]` for a `Duration`: `"30s"`, `"15m"` or a number of
+/// seconds.
+pub mod duration_serde {
+    use std::time::Duration;
+
+    use super::{format_duration, parse_duration};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes the value as people write it.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_duration(*d))
+    }
+
+    /// Reads a string with a unit, or a bare number.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("expected a duration such as \"30s\", \"15m\" or \"2h\"")
+        })? {
+            Raw::Secs(n) => Ok(Duration::from_secs(n)),
+            Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// `#[serde(with = "trace_core::human::bytes_serde")]` for a `u64` byte count: `"512MiB"` or a number.
+pub mod bytes_serde {
+    use super::parse_bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes the value as people write it.
+    pub fn serialize<S: Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(*n)
+    }
+
+    /// Reads a string with a unit, or a bare number.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "expected a size such as \"512MiB\", \"10GiB\" or a byte count",
+            )
+        })? {
+            Raw::Bytes(n) => Ok(n),
+            Raw::Text(t) => parse_bytes(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
