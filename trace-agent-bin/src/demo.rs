@@ -28,8 +28,9 @@ pub struct DemoArgs {
     /// How long the live part runs.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub duration: Duration,
-    /// Live events per second.
-    #[arg(long, default_value_t = 200)]
+    /// Live events per second (the history runs at 10/s: a much higher live rate shows up,
+    /// rightly, as a traffic spike).
+    #[arg(long, default_value_t = 10)]
     pub rate: u32,
     /// Use the NATS server at this URL (default: a private nats-server if one is installed,
     /// else nats://127.0.0.1:4222).
@@ -385,12 +386,19 @@ async fn report(api: &ApiClient, sent: u64) -> anyhow::Result<()> {
             )?;
         }
     }
-    let found: Vec<&Value> = anomalies["report"]["anomalies"]
+    let mut found: Vec<&Value> = anomalies["report"]["anomalies"]
         .as_array()
         .map(|a| a.iter().collect())
         .unwrap_or_default();
+    // strongest first
+    found.sort_by(|a, b| {
+        b["score"]
+            .as_f64()
+            .unwrap_or(0.0)
+            .total_cmp(&a["score"].as_f64().unwrap_or(0.0))
+    });
     writeln!(out, "\nanomalies found: {}", found.len())?;
-    for a in found.iter().take(8) {
+    for a in found.iter().take(10) {
         writeln!(
             out,
             "  {} {:<36} {} value {} expected {} score {}",

@@ -35,7 +35,7 @@ impl Default for SimConfig {
         SimConfig {
             players: 12,
             npcs: 4,
-            history_per_minute: 240,
+            history_per_minute: 600,
             history_minutes: 90,
             error_storm_at: Some(12),
             latency_regression_from: Some(25),
@@ -323,7 +323,7 @@ mod tests {
             .iter()
             .filter(|e| e.entry.event_type == "system.error")
             .count();
-        assert_eq!(errors, 120, "one storm minute of errors");
+        assert_eq!(errors, 300, "one storm minute of errors");
         assert!(
             a.windows(2)
                 .filter(|w| w[0].entry.ts > w[1].entry.ts)
