@@ -46,7 +46,8 @@ pub async fn run(
     let info = store.info();
     tracing::info!(dir = %dir.display(), segments = info.segments, events = info.events, "store open");
 
-    let client = trace_core::bus::connect(&config.nats_url, "trace-agent").await?;
+    let client =
+        trace_core::bus::connect_auth(&config.nats_url, "trace-agent", &config.nats).await?;
     monitor.metrics().set_nats_connected(true, Utc::now());
     let js = jetstream::new(client.clone());
     let decoder = Arc::new(Decoder::new(
@@ -119,7 +120,8 @@ pub async fn run(
         stop_rx.clone(),
     ));
     tracing::info!(
-        nats = %config.nats_url,
+        nats = %trace_core::auth::redact_url(&config.nats_url),
+        nats_auth = %config.nats.summary(),
         http = ?http_addr,
         inputs = ?config.recorded_inputs().iter().map(|i| i.subject.clone()).collect::<Vec<_>>(),
         "trace-agent running"

@@ -16,8 +16,7 @@ use trace_analytics::{
 use trace_core::human::parse_time_arg;
 
 use crate::api::{
-    AnalyticsReply, AnalyticsRequest, AnalyticsScope, ApiClient, StatsAndPerformance,
-    ANALYTICS_VERBS,
+    AnalyticsReply, AnalyticsRequest, AnalyticsScope, StatsAndPerformance, ANALYTICS_VERBS,
 };
 use crate::output::{clip, Table};
 
@@ -88,7 +87,7 @@ pub async fn run(verb: &str, args: &AnalyticsArgs) -> anyhow::Result<()> {
         );
     }
     let request = args.to_request()?;
-    let api = ApiClient::connect(&args.conn.nats_url, args.conn.timeout).await?;
+    let api = args.conn.api().await?;
     let reply: serde_json::Value = api.call(verb, &request).await?;
     let mut out = std::io::stdout().lock();
     if args.conn.json {
@@ -721,6 +720,7 @@ mod tests {
                 nats_url: "nats://127.0.0.1:4222".into(),
                 timeout: std::time::Duration::from_secs(1),
                 json: false,
+                auth: Default::default(),
             },
         }
     }

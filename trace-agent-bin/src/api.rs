@@ -677,9 +677,13 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
-    /// Connects to NATS at `url`.
-    pub async fn connect(url: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let client = trace_core::bus::connect(url, "trace-agent-cli").await?;
+    /// Connects to NATS at `url` with `auth`'s credentials and TLS.
+    pub async fn connect(
+        url: &str,
+        auth: &trace_core::auth::NatsAuth,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let client = trace_core::bus::connect_auth(url, "trace-agent-cli", auth).await?;
         Ok(ApiClient {
             client,
             timeout,

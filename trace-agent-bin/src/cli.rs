@@ -16,9 +16,10 @@ use crate::analytics_cli::{AnalyticsArgs, DetectArgs};
 use crate::api::{
     ApiClient, ExplainReply, IdRequest, QuarantineReply, QuarantineRequest, StoreInfoReply,
 };
-use crate::config::{AgentConfig, FlagOverrides};
+use crate::config::{AgentConfig, FlagOverrides, NatsFlag};
 use crate::output;
 use crate::tools::{EmitArgs, ExportArgs, ImportArgs, TailArgs};
+use trace_core::auth::NatsAuth;
 use trace_monitor::{AlertList, HealthStatus};
 
 /// trace-agent: records every game event from NATS durably and answers questions about them.
@@ -140,6 +141,99 @@ pub struct RunArgs {
     /// Address of the HTTP endpoints /metrics and /health [default: 127.0.0.1:9464].
     #[arg(long = "http", value_name = "ADDR")]
     pub http_addr: Option<String>,
+    /// NATS credentials and TLS (override the `[nats]` section).
+    #[command(flatten)]
+    pub auth: NatsArgs,
+}
+
+/// NATS credentials and TLS, for `run` (over the `[nats]` section) and every client command.
+/// Each flag also reads its environment variable; secret values are never shown in `--help`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct NatsArgs {
+    /// NATS user name (with --nats-password).
+    #[arg(long, env = "TRACE_AGENT_NATS_USER", value_name = "USER")]
+    pub nats_user: Option<String>,
+    /// NATS password. Prefer the environment variable: flags show in `ps`.
+    #[arg(
+        long,
+        env = "TRACE_AGENT_NATS_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
+    pub nats_password: Option<String>,
+    /// NATS authentication token. Prefer the environment variable.
+    #[arg(
+        long,
+        env = "TRACE_AGENT_NATS_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub nats_token: Option<String>,
+    /// NATS credentials file (.creds: user JWT and nkey seed).
+    #[arg(long, env = "TRACE_AGENT_NATS_CREDS", value_name = "FILE")]
+    pub nats_creds: Option<PathBuf>,
+    /// File holding an nkey user seed (SU...).
+    #[arg(long, env = "TRACE_AGENT_NATS_NKEY", value_name = "FILE")]
+    pub nats_nkey: Option<PathBuf>,
+    /// PEM CA certificate(s) the server's certificate must chain to (turns TLS on).
+    #[arg(long, env = "TRACE_AGENT_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate, for servers that verify clients (with --tls-key).
+    #[arg(long, env = "TRACE_AGENT_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "TRACE_AGENT_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl NatsArgs {
+    /// The settings given, as `[nats]` keys with the flag that set each (for `run`, where they
+    /// override the config file).
+    pub fn flags(&self) -> Vec<NatsFlag> {
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        [
+            ("user", "--nats-user", self.nats_user.clone()),
+            ("password", "--nats-password", self.nats_password.clone()),
+            ("token", "--nats-token", self.nats_token.clone()),
+            ("creds_file", "--nats-creds", path(&self.nats_creds)),
+            ("nkey_seed_file", "--nats-nkey", path(&self.nats_nkey)),
+            ("tls_ca", "--tls-ca", path(&self.tls_ca)),
+            ("tls_cert", "--tls-cert", path(&self.tls_cert)),
+            ("tls_key", "--tls-key", path(&self.tls_key)),
+        ]
+        .into_iter()
+        .filter_map(|(key, flag, value)| value.map(|value| NatsFlag { key, flag, value }))
+        .collect()
+    }
+
+    /// The settings as a checked `NatsAuth` (client commands); the error names the flag.
+    pub fn auth(&self) -> anyhow::Result<NatsAuth> {
+        let auth = NatsAuth {
+            user: self.nats_user.clone(),
+            password: self.nats_password.clone(),
+            token: self.nats_token.clone(),
+            creds_file: self.nats_creds.clone(),
+            nkey_seed_file: self.nats_nkey.clone(),
+            tls_ca: self.tls_ca.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            ..NatsAuth::default()
+        };
+        auth.validate().map_err(|e| {
+            let flag = self
+                .flags()
+                .into_iter()
+                .find(|f| f.key == e.key)
+                .map_or(e.key, |f| f.flag);
+            anyhow::anyhow!("{flag}: {}", e.reason)
+        })?;
+        Ok(auth)
+    }
+
+    /// Connects to NATS at `url` with these settings.
+    pub async fn connect(&self, url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
+        Ok(trace_core::bus::connect_auth(url, name, &self.auth()?).await?)
+    }
 }
 
 /// How the CLI reaches a running agent.
@@ -158,6 +252,16 @@ pub struct ConnArgs {
     /// Print JSON (JSON Lines for lists) instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// NATS credentials and TLS.
+    #[command(flatten)]
+    pub auth: NatsArgs,
+}
+
+impl ConnArgs {
+    /// Connects to the agent's API.
+    pub async fn api(&self) -> anyhow::Result<ApiClient> {
+        ApiClient::connect(&self.nats_url, &self.auth.auth()?, self.timeout).await
+    }
 }
 
 /// `query` flags.
@@ -239,6 +343,7 @@ pub fn load_run_config(args: &RunArgs) -> anyhow::Result<AgentConfig> {
         nats_url: args.nats_url.clone(),
         data_dir: args.data_dir.clone(),
         http_addr: args.http_addr.clone(),
+        nats: args.auth.flags(),
     };
     Ok(AgentConfig::load(args.config.as_deref(), &env, &flags)?)
 }
@@ -301,7 +406,7 @@ pub async fn run_client(command: Command) -> anyhow::Result<ExitCode> {
         Command::Query(args) => {
             let mut q = args.to_query()?;
             let limit = args.limit.unwrap_or(DEFAULT_LIMIT);
-            let api = ApiClient::connect(&args.conn.nats_url, args.conn.timeout).await?;
+            let api = args.conn.api().await?;
             let mut entries: Vec<TraceEntry> = Vec::new();
             loop {
                 q.limit = Some((limit - entries.len()).min(MAX_PAGE));
@@ -324,7 +429,7 @@ pub async fn run_client(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Get(args) => {
-            let api = ApiClient::connect(&args.conn.nats_url, args.conn.timeout).await?;
+            let api = args.conn.api().await?;
             let e: TraceEntry = api
                 .call(
                     "get",
@@ -340,7 +445,7 @@ pub async fn run_client(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Explain(args) => {
-            let api = ApiClient::connect(&args.conn.nats_url, args.conn.timeout).await?;
+            let api = args.conn.api().await?;
             let reply: ExplainReply = api
                 .call(
                     "explain",
@@ -363,7 +468,7 @@ pub async fn run_client(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Quarantine(args) => {
-            let api = ApiClient::connect(&args.conn.nats_url, args.conn.timeout).await?;
+            let api = args.conn.api().await?;
             let reply: QuarantineReply = api
                 .call(
                     "quarantine",
@@ -387,7 +492,7 @@ pub async fn run_client(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Health(args) => {
-            let api = match ApiClient::connect(&args.conn.nats_url, args.conn.timeout).await {
+            let api = match args.conn.api().await {
                 Ok(api) => api,
                 Err(e) => {
                     eprintln!("unhealthy: {e:#}");
@@ -410,7 +515,7 @@ pub async fn run_client(command: Command) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode(health.status.exit_code().clamp(0, 2) as u8));
         }
         Command::Alerts(args) => {
-            let api = ApiClient::connect(&args.conn.nats_url, args.conn.timeout).await?;
+            let api = args.conn.api().await?;
             let alerts: AlertList = api.call("alerts", &serde_json::json!({})).await?;
             if args.conn.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&alerts)?)?;
@@ -433,7 +538,7 @@ pub async fn run_client(command: Command) -> anyhow::Result<ExitCode> {
         Command::Export(args) => crate::tools::export(&args).await?,
         Command::Import(args) => crate::tools::import(&args).await?,
         Command::Forget(args) => {
-            let api = ApiClient::connect(&args.conn.nats_url, args.conn.timeout).await?;
+            let api = args.conn.api().await?;
             let req = crate::api::ForgetRequest {
                 player: args.player.clone(),
                 token: args.token.clone(),
@@ -467,7 +572,7 @@ pub async fn run_client(command: Command) -> anyhow::Result<ExitCode> {
                     .await??
                 }
                 None => {
-                    let api = ApiClient::connect(&args.conn.nats_url, args.conn.timeout).await?;
+                    let api = args.conn.api().await?;
                     let req = crate::api::VerifyRequest {
                         repair: args.repair,
                         token: args.token.clone(),
@@ -521,7 +626,7 @@ pub async fn run_client(command: Command) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode(0));
         }
         Command::StoreInfo(args) => {
-            let api = ApiClient::connect(&args.conn.nats_url, args.conn.timeout).await?;
+            let api = args.conn.api().await?;
             let info: StoreInfoReply = api.call("store_info", &serde_json::json!({})).await?;
             if args.conn.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&info)?)?;

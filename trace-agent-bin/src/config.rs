@@ -24,6 +24,9 @@ pub const OWN_OUTPUTS: [&str; 2] = ["trace.alerts.>", "trace.anomalies.>"];
 pub struct AgentConfig {
     /// NATS server URL.
     pub nats_url: String,
+    /// NATS credentials and TLS (`[nats]`: user/password, token, nkey, creds file, CA, client
+    /// certificate). Secrets are never logged.
+    pub nats: trace_core::auth::NatsAuth,
     /// Where the store lives.
     pub data_dir: PathBuf,
     /// Subjects recorded and the kind of source on each.
@@ -83,6 +86,7 @@ impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
             nats_url: "nats://127.0.0.1:4222".into(),
+            nats: trace_core::auth::NatsAuth::default(),
             data_dir: PathBuf::from("./trace-data"),
             inputs: default_inputs(),
             stream: StreamSection::default(),
@@ -234,7 +238,44 @@ pub struct FlagOverrides {
     pub data_dir: Option<PathBuf>,
     /// `--http`.
     pub http_addr: Option<String>,
+    /// `--nats-user`, `--tls-ca`, ...: `[nats]` keys with the flag that set them.
+    pub nats: Vec<NatsFlag>,
 }
+
+/// One `[nats]` key set on the command line (or its `TRACE_AGENT_NATS_*`/`TRACE_AGENT_TLS_*`
+/// variable, which clap reads into the flag).
+#[derive(Clone)]
+pub struct NatsFlag {
+    /// The `[nats]` key (`user`, `password`, `tls_ca`, ...).
+    pub key: &'static str,
+    /// The flag, for error messages (`--nats-user`).
+    pub flag: &'static str,
+    /// The value.
+    pub value: String,
+}
+
+impl std::fmt::Debug for NatsFlag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsFlag")
+            .field("key", &self.key)
+            .field("flag", &self.flag)
+            .field("value", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The CLI's single-underscore variables (`TRACE_AGENT_NATS_USER`, shared with the client
+/// commands) and the `[nats]` key each one sets; `TRACE_AGENT_NATS__USER` works as well.
+pub const NATS_ENV_ALIASES: [(&str, &str); 8] = [
+    ("TRACE_AGENT_NATS_USER", "user"),
+    ("TRACE_AGENT_NATS_PASSWORD", "password"),
+    ("TRACE_AGENT_NATS_TOKEN", "token"),
+    ("TRACE_AGENT_NATS_CREDS", "creds_file"),
+    ("TRACE_AGENT_NATS_NKEY", "nkey_seed_file"),
+    ("TRACE_AGENT_TLS_CA", "tls_ca"),
+    ("TRACE_AGENT_TLS_CERT", "tls_cert"),
+    ("TRACE_AGENT_TLS_KEY", "tls_key"),
+];
 
 /// Where a configuration value came from, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,12 +314,7 @@ impl AgentConfig {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 ConfigError(format!("cannot read config file {}: {e}", path.display()))
             })?;
-            table = toml::from_str(&text).map_err(|e| {
-                ConfigError(format!(
-                    "config file {} is not valid TOML: {e}",
-                    path.display()
-                ))
-            })?;
+            table = toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))?;
             let mut keys = Vec::new();
             collect_keys(&table, "", &mut keys);
             for k in keys {
@@ -292,8 +328,25 @@ impl AgentConfig {
             if rest == "CONFIG" || rest == "LOG" {
                 continue;
             }
-            let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
-            set_path(&mut table, &path, env_value(value));
+            let path: Vec<String> = match NATS_ENV_ALIASES.iter().find(|(v, _)| v == var) {
+                // secrets and paths are strings as given, never parsed as TOML
+                Some((_, key)) => {
+                    let path = vec!["nats".to_owned(), (*key).to_owned()];
+                    set_path(&mut table, &path, toml::Value::String(value.clone()));
+                    origins.insert(path.join("."), Origin::Env(var.clone()));
+                    continue;
+                }
+                None => rest.split("__").map(|p| p.to_ascii_lowercase()).collect(),
+            };
+            // `[nats]` values are strings (a numeric password stays a string); only the flag
+            // is TOML
+            let value = match path.as_slice() {
+                [section, key] if section == "nats" && key != "tls_required" => {
+                    toml::Value::String(value.clone())
+                }
+                _ => env_value(value),
+            };
+            set_path(&mut table, &path, value);
             origins.insert(path.join("."), Origin::Env(var.clone()));
         }
         if let Some(url) = &flags.nats_url {
@@ -315,6 +368,11 @@ impl AgentConfig {
                 t.insert("http_addr".into(), toml::Value::String(addr.clone()));
             }
             origins.insert("monitor.http_addr".into(), Origin::Flag("--http"));
+        }
+        for f in &flags.nats {
+            let path = vec!["nats".to_owned(), f.key.to_owned()];
+            set_path(&mut table, &path, toml::Value::String(f.value.clone()));
+            origins.insert(path.join("."), Origin::Flag(f.flag));
         }
         let origin_of = |key: &str| {
             origins
@@ -360,6 +418,9 @@ impl AgentConfig {
                 ),
             ));
         }
+        self.nats
+            .validate()
+            .map_err(|e| (format!("nats.{}", e.key), e.reason))?;
         if self.data_dir.as_os_str().is_empty() {
             return Err(("data_dir".into(), "must not be empty".into()));
         }
@@ -539,6 +600,30 @@ impl AgentConfig {
             max_ack_pending: self.recorder.max_ack_pending,
             ack_wait: self.recorder.ack_wait,
         }
+    }
+}
+
+/// A TOML syntax error, with the offending line quoted unless it may hold a secret.
+fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+    let line_at = |offset: usize| text[..offset.min(text.len())].matches('\n').count();
+    let secret_line = e.span().is_some_and(|span| {
+        let line = text.lines().nth(line_at(span.start)).unwrap_or("");
+        let lower = line.to_ascii_lowercase();
+        ["password", "token", "seed"]
+            .iter()
+            .any(|k| lower.contains(k))
+    });
+    match (secret_line, e.span()) {
+        (true, Some(span)) => ConfigError(format!(
+            "config file {} is not valid TOML: line {}: {} (the line is not shown: it may hold a secret)",
+            path.display(),
+            line_at(span.start) + 1,
+            e.message()
+        )),
+        _ => ConfigError(format!(
+            "config file {} is not valid TOML: {e}",
+            path.display()
+        )),
     }
 }
 

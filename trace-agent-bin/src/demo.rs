@@ -169,7 +169,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let agent = tokio::spawn(crate::agent::run(config, async {
         let _ = stop_rx.await;
     }));
-    let api = ApiClient::connect(&url, Duration::from_secs(10)).await?;
+    let api = ApiClient::connect(&url, &Default::default(), Duration::from_secs(10)).await?;
     let ready = Instant::now() + Duration::from_secs(20);
     while api
         .call::<_, Value>("store_info", &serde_json::json!({}))

@@ -18,7 +18,6 @@ use trace_core::{
     Severity, SourceKind, SubjectScheme, TraceEntry,
 };
 
-use crate::api::ApiClient;
 use crate::cli::QueryArgs;
 use crate::output::clip;
 
@@ -44,7 +43,10 @@ pub async fn tail(args: &TailArgs) -> anyhow::Result<()> {
     q.since = None;
     q.until = None;
     let conn = &args.filter.conn;
-    let client = trace_core::bus::connect(&conn.nats_url, "trace-agent-tail").await?;
+    let client = conn
+        .auth
+        .connect(&conn.nats_url, "trace-agent-tail")
+        .await?;
     let js = jetstream::new(client);
     let stream = js.get_stream(&args.stream).await.with_context(|| {
         format!(
@@ -198,6 +200,9 @@ pub struct EmitArgs {
     /// Print the published entry as JSON.
     #[arg(long)]
     pub json: bool,
+    /// NATS credentials and TLS.
+    #[command(flatten)]
+    pub auth: crate::cli::NatsArgs,
 }
 
 /// Publishes one event through JetStream and prints its id once the server has it.
@@ -231,7 +236,10 @@ pub async fn emit(args: &EmitArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("--data is not valid JSON: {e}"))?;
         entry.data = json_to_value(json);
     }
-    let client = trace_core::bus::connect(&args.nats_url, "trace-agent-emit").await?;
+    let client = args
+        .auth
+        .connect(&args.nats_url, "trace-agent-emit")
+        .await?;
     let js = jetstream::new(client);
     publish_entry(&js, &subject, &entry).await?;
     if args.json {
@@ -356,7 +364,7 @@ pub async fn export(args: &ExportArgs) -> anyhow::Result<()> {
     let mut q = args.filter.to_query()?;
     q.order = Order::OldestFirst;
     let conn = &args.filter.conn;
-    let api = ApiClient::connect(&conn.nats_url, conn.timeout).await?;
+    let api = conn.api().await?;
     let total = api
         .call::<_, serde_json::Value>("store_info", &serde_json::json!({}))
         .await
@@ -413,6 +421,9 @@ pub struct ImportArgs {
         default_value = "nats://127.0.0.1:4222"
     )]
     pub nats_url: String,
+    /// NATS credentials and TLS (when publishing).
+    #[command(flatten)]
+    pub auth: crate::cli::NatsArgs,
 }
 
 /// Reads every entry of an export file, checking each.
@@ -493,7 +504,10 @@ pub async fn import(args: &ImportArgs) -> anyhow::Result<()> {
             eprintln!("imported {added} events into the store ({skipped} already there)");
         }
         None => {
-            let client = trace_core::bus::connect(&args.nats_url, "trace-agent-import").await?;
+            let client = args
+                .auth
+                .connect(&args.nats_url, "trace-agent-import")
+                .await?;
             let mut publisher = WindowedPublisher::new(jetstream::new(client));
             let mut done = 0u64;
             for e in &entries {

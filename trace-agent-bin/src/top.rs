@@ -9,13 +9,13 @@ use std::time::Instant;
 use trace_core::human::format_bytes;
 use trace_monitor::Sample;
 
-use crate::api::{ApiClient, MetricsReply};
+use crate::api::MetricsReply;
 use crate::cli::TopArgs;
 use crate::output::{clip, Table};
 
 /// Runs until Ctrl-C (or after one frame with `--once`).
 pub async fn run(args: &TopArgs) -> anyhow::Result<()> {
-    let api = ApiClient::connect(&args.conn.nats_url, args.conn.timeout).await?;
+    let api = args.conn.api().await?;
     let clear = !args.once && std::io::stdout().is_terminal();
     let mut previous: Option<(Instant, TypeCounts)> = None;
     let mut frames = 0u32;

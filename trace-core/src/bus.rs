@@ -17,13 +17,18 @@ use crate::subject::InputSubject;
 #[derive(Debug, Error)]
 pub enum BusError {
     /// The server could not be reached or refused the connection.
-    #[error("cannot connect to NATS at {url}: {reason} (is nats-server running? set --nats-url or TRACE_AGENT_NATS_URL)")]
+    #[error("cannot connect to NATS at {url}: {reason} ({hint})")]
     Connect {
-        /// The URL tried.
+        /// The URL tried (user information redacted).
         url: String,
         /// What the client said.
         reason: String,
+        /// What to check, by kind of failure (unreachable, credentials refused, TLS).
+        hint: String,
     },
+    /// The authentication or TLS settings cannot work (checked before connecting).
+    #[error("NATS authentication settings: {0}")]
+    Auth(#[from] crate::auth::AuthError),
     /// JetStream refused to create, update or read the stream.
     #[error("JetStream stream {stream}: {reason} (is JetStream enabled on the server? start nats-server with -js)")]
     Stream {
@@ -50,6 +55,17 @@ pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, BusErr
     connect_with(url, async_nats::ConnectOptions::new().name(name)).await
 }
 
+/// `connect` with credentials and TLS settings (see [`crate::auth::NatsAuth`]); invalid
+/// settings are refused before any connection attempt, naming the key.
+pub async fn connect_auth(
+    url: &str,
+    name: &str,
+    auth: &crate::auth::NatsAuth,
+) -> Result<async_nats::Client, BusError> {
+    let options = auth.apply(async_nats::ConnectOptions::new().name(name))?;
+    connect_with(url, options).await
+}
+
 /// `connect` with caller-built options (auth, TLS, capacity).
 pub async fn connect_with(
     url: &str,
@@ -70,9 +86,28 @@ pub async fn connect_with(
         })
         .connect(url)
         .await
-        .map_err(|e| BusError::Connect {
-            url: url.to_owned(),
-            reason: e.to_string(),
+        .map_err(|e| {
+            use async_nats::ConnectErrorKind as K;
+            let hint = match e.kind() {
+                K::AuthorizationViolation | K::Authentication => {
+                    "the server refused the credentials: check \
+                     --nats-user/--nats-password, --nats-token, --nats-creds or --nats-nkey \
+                     (TRACE_AGENT_NATS_* variables, or the agent's [nats] section)"
+                }
+                K::Tls => {
+                    "TLS failed: check --tls-ca, --tls-cert and --tls-key (or tls_ca, \
+                     tls_cert, tls_key in [nats]) and that the server speaks TLS"
+                }
+                _ => {
+                    "is nats-server running there, with the credentials and TLS settings it \
+                     needs? set --nats-url or TRACE_AGENT_NATS_URL"
+                }
+            };
+            BusError::Connect {
+                url: crate::auth::redact_url(url),
+                reason: e.to_string(),
+                hint: hint.to_owned(),
+            }
         })
 }
 

@@ -78,6 +78,9 @@ pub enum ClientError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The authentication or TLS settings given to `auth` cannot work.
+    #[error("NATS authentication settings: {0}")]
+    Auth(#[from] crate::auth::AuthError),
     /// `flush_timeout` or `close` gave up before everything was acked.
     #[error("{pending} entries not yet acknowledged by JetStream after {waited:?} (they stay buffered or in the spill directory)")]
     FlushTimeout {
@@ -299,6 +302,37 @@ impl TraceClientBuilder {
     ) -> Self {
         self.config.connect_options = Some(Arc::new(options));
         self
+    }
+
+    /// Credentials and TLS for every connection (user/password, token, nkey, credentials
+    /// file, CA, client certificate), through [`Self::connect_options`]. Checked now: an
+    /// invalid setting (a password without a user, a missing file) is refused naming the key.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), trace_core::client::ClientError> {
+    /// use trace_core::{auth::NatsAuth, client::TraceClient, SourceKind};
+    /// let auth = NatsAuth {
+    ///     user: Some("game".into()),
+    ///     password: std::env::var("NATS_PASSWORD").ok(),
+    ///     tls_ca: Some("/etc/nats/ca.pem".into()),
+    ///     ..NatsAuth::default()
+    /// };
+    /// let client = TraceClient::builder("tls://nats:4222", "match-server", SourceKind::State)
+    ///     .auth(auth)?
+    ///     .connect()
+    ///     .await?;
+    /// # drop(client); Ok(()) }
+    /// ```
+    pub fn auth(self, auth: crate::auth::NatsAuth) -> Result<Self, ClientError> {
+        auth.validate()?;
+        Ok(self.connect_options(move || {
+            auth.apply(async_nats::ConnectOptions::new())
+                .unwrap_or_else(|e| {
+                    // a file went away since `auth` checked it: connect without, and say why
+                    tracing::warn!(error = %e, "NATS credentials unusable; connecting without them");
+                    async_nats::ConnectOptions::new()
+                })
+        }))
     }
 
     /// The settings so far.

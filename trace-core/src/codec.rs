@@ -11,6 +11,17 @@
 //!    starts with a map marker (a truncated envelope), else it is the game's opaque bytes;
 //! 4. a map with a `type` key is an envelope and must validate (`invalid_envelope`);
 //!    anything else is the game's own traffic, wrapped with `type`/`source` from the subject.
+//!
+//! Policies for values that are well-formed but wrong:
+//! - clock skew: an envelope `ts` before [`MIN_TS_YEAR`] or later than its arrival plus
+//!   `Limits::max_future_skew` is not refused; the entry takes the arrival time and keeps the
+//!   sent one in `meta.original_ts` (RFC 3339) with `meta.clock_skew = true`. A msgpack
+//!   timestamp beyond what can be represented (±262,000 years) is `invalid_envelope`.
+//! - invalid UTF-8: in a name field, `id`, `ts`, `severity` or a `meta`/`metrics` key it is
+//!   `invalid_envelope`; a msgpack string that is not UTF-8 anywhere in `data`, in `meta`
+//!   values or in wrapped traffic is kept, same bytes, as a binary value, and the entry gets
+//!   `meta.invalid_utf8 = true`.
+//! - non-finite metrics are dropped and named in `meta.dropped_metrics`.
 
 use std::collections::BTreeMap;
 
@@ -24,6 +35,9 @@ use crate::subject::{SubjectInfo, SubjectScheme};
 
 /// The msgpack extension type of timestamps.
 const TIMESTAMP_EXT: i8 = -1;
+
+/// Envelope times before the start of this year are clock skew (see the module docs).
+pub const MIN_TS_YEAR: i32 = 2000;
 
 /// A message as it arrived on the bus.
 #[derive(Debug, Clone, Copy)]
@@ -111,7 +125,16 @@ impl Decoder {
                     .insert("received_at".into(), Value::from(rfc3339(msg.received_at)));
                 Ok(entry)
             }
-            other => Ok(wrap(other, encoding, &info, msg)),
+            mut other => {
+                let bad_utf8 = binary_for_bad_utf8(&mut other);
+                let mut entry = wrap(other, encoding, &info, msg);
+                if bad_utf8 {
+                    entry
+                        .meta
+                        .insert("invalid_utf8".into(), Value::Boolean(true));
+                }
+                Ok(entry)
+            }
         }
     }
 
@@ -218,6 +241,88 @@ fn wrap(
     }
 }
 
+/// Serialises a payload value (`data`, `meta` values). Binary formats get it exactly; in
+/// human-readable ones (JSON) map keys that are not strings (msgpack allows any value as a
+/// key: integers, binary, nil, arrays) are written as strings, since JSON would refuse the
+/// whole entry: integers, floats, booleans and nil as their JSON text, binary and non-UTF-8
+/// strings as `0x` and hex, arrays and maps as their JSON text.
+pub(crate) fn serialize_value<S: serde::Serializer>(v: &Value, s: S) -> Result<S::Ok, S::Error> {
+    use serde::Serialize as _;
+    if s.is_human_readable() {
+        JsonSafe(v).serialize(s)
+    } else {
+        v.serialize(s)
+    }
+}
+
+/// [`serialize_value`] for every value of a `meta` map.
+pub(crate) fn serialize_meta<S: serde::Serializer>(
+    m: &BTreeMap<String, Value>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap as _;
+    use serde::Serialize as _;
+    if !s.is_human_readable() {
+        return m.serialize(s);
+    }
+    let mut map = s.serialize_map(Some(m.len()))?;
+    for (k, v) in m {
+        map.serialize_entry(k, &JsonSafe(v))?;
+    }
+    map.end()
+}
+
+struct JsonSafe<'a>(&'a Value);
+
+impl serde::Serialize for JsonSafe<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap as _, SerializeSeq as _};
+        match self.0 {
+            Value::Map(entries) => {
+                let mut map = s.serialize_map(Some(entries.len()))?;
+                for (k, v) in entries {
+                    match k {
+                        Value::String(ks) if ks.is_str() => map.serialize_key(k)?,
+                        other => map.serialize_key(&key_text(other))?,
+                    }
+                    map.serialize_value(&JsonSafe(v))?;
+                }
+                map.end()
+            }
+            Value::Array(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(&JsonSafe(item))?;
+                }
+                seq.end()
+            }
+            other => other.serialize(s),
+        }
+    }
+}
+
+/// A map key that is not a string, as a string.
+fn key_text(k: &Value) -> String {
+    let hex = |b: &[u8]| {
+        let mut out = String::with_capacity(2 + 2 * b.len());
+        out.push_str("0x");
+        for byte in b {
+            out.push_str(&format!("{byte:02x}"));
+        }
+        out
+    };
+    match k {
+        Value::String(s) => s.as_str().map_or_else(|| hex(s.as_bytes()), str::to_owned),
+        Value::Binary(b) => hex(b),
+        Value::Nil => "null".to_owned(),
+        Value::Boolean(b) => b.to_string(),
+        Value::Integer(i) => i.to_string(),
+        Value::F32(f) => f.to_string(),
+        Value::F64(f) => f.to_string(),
+        other => serde_json::to_string(&JsonSafe(other)).unwrap_or_else(|_| "?".to_owned()),
+    }
+}
+
 /// RFC 3339 with nanoseconds when there are any, `Z` for UTC.
 pub fn rfc3339(ts: DateTime<Utc>) -> String {
     ts.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
@@ -304,14 +409,7 @@ fn envelope_to_entry(
                 Value::Nil => {}
                 Value::Map(entries) => {
                     for (k, v) in entries {
-                        let k =
-                            k.as_str()
-                                .map(str::to_owned)
-                                .ok_or_else(|| FieldError::WrongType {
-                                    field: "meta",
-                                    expected: "a map with string keys",
-                                    got: format!("a {} key", type_name(&k)),
-                                })?;
+                        let k = string_key("meta", k)?;
                         meta.insert(k, v);
                     }
                 }
@@ -329,6 +427,19 @@ fn envelope_to_entry(
     }
 
     let event_type = event_type.ok_or(FieldError::Missing("type"))?;
+    if ctx.is_some() {
+        // what the game sent is kept, but only as well-formed values
+        let mut bad_utf8 = binary_for_bad_utf8(&mut data);
+        for v in meta.values_mut() {
+            bad_utf8 |= binary_for_bad_utf8(v);
+        }
+        for (_, v) in &mut extra {
+            bad_utf8 |= binary_for_bad_utf8(v);
+        }
+        if bad_utf8 {
+            meta.insert("invalid_utf8".into(), Value::Boolean(true));
+        }
+    }
     // Unknown top-level fields are kept (schema evolution), under their own name in `meta`.
     for (k, v) in extra {
         meta.entry(k).or_insert(v);
@@ -341,7 +452,15 @@ fn envelope_to_entry(
     }
     let (ts, id, source, category) = match ctx {
         Some((info, msg)) => (
-            ts.unwrap_or(msg.received_at),
+            match ts {
+                Some(t) if !plausible_ts(t, msg.received_at, limits) => {
+                    meta.insert("original_ts".into(), Value::from(rfc3339(t)));
+                    meta.insert("clock_skew".into(), Value::Boolean(true));
+                    msg.received_at
+                }
+                Some(t) => t,
+                None => msg.received_at,
+            },
             id.or(msg.fallback_id)
                 .unwrap_or_else(|| EventId::new_at(msg.received_at)),
             source.unwrap_or_else(|| info.source.clone()),
@@ -388,10 +507,74 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
+/// The text of a string field, or why it has none.
+fn utf8<'a>(field: &'static str, s: &'a rmpv::Utf8String) -> Result<&'a str, DecodeError> {
+    s.as_str().ok_or_else(|| {
+        FieldError::Invalid {
+            field,
+            reason: "not valid UTF-8".into(),
+        }
+        .into()
+    })
+}
+
+/// A key of `meta` or `metrics`: a UTF-8 string.
+fn string_key(field: &'static str, k: Value) -> Result<String, DecodeError> {
+    match k {
+        Value::String(s) => s.into_str().ok_or_else(|| {
+            FieldError::Invalid {
+                field,
+                reason: "a key is not valid UTF-8".into(),
+            }
+            .into()
+        }),
+        other => Err(FieldError::WrongType {
+            field,
+            expected: "a map with string keys",
+            got: format!("{} key", type_name(&other)),
+        }
+        .into()),
+    }
+}
+
+/// Whether an envelope time is believable: from [`MIN_TS_YEAR`] on, and at most
+/// `max_future_skew` after the message arrived.
+fn plausible_ts(ts: DateTime<Utc>, received_at: DateTime<Utc>, limits: &Limits) -> bool {
+    let earliest = Utc.with_ymd_and_hms(MIN_TS_YEAR, 1, 1, 0, 0, 0).single();
+    let latest = chrono::TimeDelta::from_std(limits.max_future_skew)
+        .ok()
+        .and_then(|skew| received_at.checked_add_signed(skew));
+    earliest.is_none_or(|e| ts >= e) && latest.is_none_or(|l| ts <= l)
+}
+
+/// Replaces every string that is not valid UTF-8 (msgpack `str` with bad bytes) by a binary
+/// value holding the same bytes, keys included, without recursion. True if any was found.
+fn binary_for_bad_utf8(value: &mut Value) -> bool {
+    let mut found = false;
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::String(s) if s.is_err() => {
+                *v = Value::Binary(s.as_bytes().to_vec());
+                found = true;
+            }
+            Value::Array(items) => stack.extend(items.iter_mut()),
+            Value::Map(entries) => {
+                for (k, v) in entries.iter_mut() {
+                    stack.push(k);
+                    stack.push(v);
+                }
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
 fn parse_id(field: &'static str, value: Value) -> Result<EventId, DecodeError> {
     match value {
         Value::String(s) => {
-            let s = s.as_str().unwrap_or("");
+            let s = utf8(field, &s)?;
             s.parse().map_err(|_| {
                 FieldError::Invalid {
                     field,
@@ -412,7 +595,7 @@ fn parse_id(field: &'static str, value: Value) -> Result<EventId, DecodeError> {
 fn parse_ts(value: Value) -> Result<DateTime<Utc>, DecodeError> {
     match value {
         Value::String(s) => {
-            let s = s.as_str().unwrap_or("");
+            let s = utf8("ts", &s)?;
             DateTime::parse_from_rfc3339(s)
                 .map(|t| t.with_timezone(&Utc))
                 .map_err(|e| {
@@ -426,7 +609,11 @@ fn parse_ts(value: Value) -> Result<DateTime<Utc>, DecodeError> {
         Value::Ext(TIMESTAMP_EXT, bytes) => decode_timestamp_ext(&bytes).ok_or_else(|| {
             FieldError::Invalid {
                 field: "ts",
-                reason: format!("msgpack timestamp of {} bytes is not valid", bytes.len()),
+                reason: format!(
+                    "msgpack timestamp of {} bytes is not valid or out of the representable \
+                     range",
+                    bytes.len()
+                ),
             }
             .into()
         }),
@@ -541,7 +728,7 @@ fn optional_name(
 
 fn parse_severity(value: Value) -> Result<Severity, DecodeError> {
     match value {
-        Value::String(s) => Ok(s.as_str().unwrap_or("").parse::<Severity>()?),
+        Value::String(s) => Ok(utf8("severity", &s)?.parse::<Severity>()?),
         other => Err(FieldError::WrongType {
             field: "severity",
             expected: "one of the strings trace, debug, info, warn, error, critical",
@@ -571,14 +758,7 @@ fn parse_metrics(
         }
     };
     for (k, v) in entries {
-        let Some(k) = k.as_str().map(str::to_owned) else {
-            return Err(FieldError::WrongType {
-                field: "metrics",
-                expected: "a map with string keys",
-                got: format!("a {} key", type_name(&k)),
-            }
-            .into());
-        };
+        let k = string_key("metrics", k)?;
         let n = match &v {
             Value::Integer(i) => i.as_f64(),
             Value::F32(f) => Some(f64::from(*f)),

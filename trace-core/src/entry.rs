@@ -262,10 +262,18 @@ pub struct TraceEntry {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metrics: BTreeMap<String, f64>,
     /// The payload, kept as sent.
-    #[serde(default = "nil", skip_serializing_if = "rmpv::Value::is_nil")]
+    #[serde(
+        default = "nil",
+        skip_serializing_if = "rmpv::Value::is_nil",
+        serialize_with = "crate::codec::serialize_value"
+    )]
     pub data: rmpv::Value,
     /// Metadata; the agent adds `subject` and `received_at`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        serialize_with = "crate::codec::serialize_meta"
+    )]
     pub meta: BTreeMap<String, rmpv::Value>,
 }
 

@@ -6,11 +6,14 @@
 //!   [`DecodeError`] that says why it must be quarantined; [`encode_entry`] writes the msgpack
 //!   envelope that publishers send and blocks store.
 //! - [`limits`]: the [`Limits`] every message is checked against before decoding.
+//! - [`privacy`]: redaction and keyed pseudonyms applied before anything is stored.
 //! - [`subject`]: the subject scheme `game.<kind>.<source>.<type>` and its mapping.
 //! - [`human`]: durations, byte sizes and time arguments as people write them.
 //! - [`query`]: the [`Query`] a store answers, with its [`Cursor`] and [`QueryPage`].
 //! - `bus` (feature `nats`, on by default): connecting, stream and consumer setup, and the
 //!   batched pull-consume loop with acks after durability.
+//! - `auth` (feature `nats`): `NatsAuth`, NATS credentials (user/password, token, nkey,
+//!   credentials file) and TLS (CA, client certificate), validated, never printed.
 //! - `client` (feature `nats`): `TraceClient`, the publisher game services use: buffered,
 //!   batched, never blocking the game loop, spilling to a local file while NATS is away.
 //! - `layer` (feature `nats`): `TraceLayer`, a `tracing_subscriber::Layer` that turns a
@@ -24,9 +27,12 @@ pub mod entry;
 pub mod error;
 pub mod human;
 pub mod limits;
+pub mod privacy;
 pub mod query;
 pub mod subject;
 
+#[cfg(feature = "nats")]
+pub mod auth;
 #[cfg(feature = "nats")]
 pub mod bus;
 #[cfg(feature = "nats")]

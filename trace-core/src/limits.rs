@@ -1,6 +1,8 @@
 //! Limits every incoming message is checked against before it is decoded, so no message can
 //! make the agent allocate without bound, recurse without bound, or hold huge strings.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 /// Limits on incoming messages. Defaults:
@@ -13,6 +15,10 @@ use serde::{Deserialize, Serialize};
 /// | `max_map_keys` | 1024 | keys in any one map |
 /// | `max_array_len` | 65536 | elements in any one array |
 /// | `max_name_bytes` | 256 | `type`, `source`, `category`, `session`, `player` |
+/// | `max_future_skew` | 1 day | how far past its arrival an envelope's `ts` may lie |
+///
+/// An envelope `ts` outside [2000-01-01, arrival + `max_future_skew`] is not refused: the
+/// entry takes the arrival time and keeps the original in `meta.original_ts` (see the codec).
 ///
 /// JSON payloads are also bounded by serde_json's fixed recursion limit of 128.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +36,9 @@ pub struct Limits {
     pub max_array_len: usize,
     /// Longest accepted name field (`type`, `source`, `category`, `session`, `player`).
     pub max_name_bytes: usize,
+    /// How far after its arrival an envelope's `ts` may lie before it counts as clock skew.
+    #[serde(with = "crate::human::duration_serde")]
+    pub max_future_skew: Duration,
 }
 
 impl Default for Limits {
@@ -41,6 +50,7 @@ impl Default for Limits {
             max_map_keys: 1024,
             max_array_len: 65536,
             max_name_bytes: 256,
+            max_future_skew: Duration::from_secs(86_400),
         }
     }
 }
@@ -60,6 +70,12 @@ impl Limits {
             if value < min {
                 return Err((name, format!("must be at least {min}, got {value}")));
             }
+        }
+        if self.max_future_skew > Duration::from_secs(100 * 365 * 86_400) {
+            return Err((
+                "max_future_skew",
+                "must be at most 100 years (36500d)".to_owned(),
+            ));
         }
         if self.max_message_bytes > 64 * 1024 * 1024 {
             return Err((

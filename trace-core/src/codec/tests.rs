@@ -2,7 +2,7 @@
 //! quarantined, and that stored entries round-trip.
 
 use super::*;
-use crate::subject::SourceKind;
+use crate::subject::{SourceKind, SubjectScheme};
 
 fn map(fields: Vec<(&str, Value)>) -> Value {
     Value::Map(
@@ -24,7 +24,7 @@ fn incoming<'a>(subject: &'a str, payload: &'a [u8]) -> Incoming<'a> {
         subject,
         payload,
         received_at: Utc
-            .with_ymd_and_hms(2026, 1, 2, 3, 4, 5)
+            .with_ymd_and_hms(2026, 6, 1, 3, 4, 5)
             .single()
             .expect("ts"),
         fallback_id: None,
@@ -359,9 +359,10 @@ fn stored_entries_round_trip() {
     assert_eq!(decode_stored_entry(&mut cursor).expect("second"), e2);
     assert!(cursor.is_empty());
     // the stored form is also a valid wire envelope
-    let wire = Decoder::default()
-        .decode(&incoming("game.agent.npc3.x", &encode_entry_vec(&e)))
-        .expect("valid on the wire");
+    let payload = encode_entry_vec(&e);
+    let mut msg = incoming("game.agent.npc3.x", &payload);
+    msg.received_at = e.ts;
+    let wire = Decoder::default().decode(&msg).expect("valid on the wire");
     assert_eq!(wire.id, e.id);
     assert_eq!(wire.ts, e.ts);
     assert_eq!(wire.category, e.category);
@@ -391,4 +392,316 @@ fn kinds_give_default_categories() {
         Some(Category::SystemEvent)
     );
     assert_eq!(Category::from_type("zone.enter"), None);
+}
+
+fn ts_envelope(ts: Value) -> Vec<u8> {
+    mp(&map(vec![
+        ("id", Value::from("01HZY3J6W9Q2V7X8C5B4N3M2K1")),
+        ("type", Value::from("player.move")),
+        ("ts", ts),
+    ]))
+}
+
+fn received() -> DateTime<Utc> {
+    incoming("", b"").received_at
+}
+
+/// 96-bit msgpack timestamp of `secs` since 1970.
+fn ext96(secs: i64) -> Value {
+    let mut b = 0u32.to_be_bytes().to_vec();
+    b.extend_from_slice(&secs.to_be_bytes());
+    Value::Ext(-1, b)
+}
+
+#[test]
+fn skewed_timestamps_take_the_arrival_time_and_keep_the_original() {
+    let year0 = Utc
+        .with_ymd_and_hms(0, 1, 1, 0, 0, 0)
+        .single()
+        .expect("year 0");
+    let year9999 = Utc
+        .with_ymd_and_hms(9999, 12, 31, 23, 59, 59)
+        .single()
+        .expect("year 9999");
+    let cases: Vec<(Value, &str)> = vec![
+        (Value::from("0000-01-01T00:00:00Z"), "0000-01-01T00:00:00Z"),
+        (Value::from("9999-12-31T23:59:59Z"), "9999-12-31T23:59:59Z"),
+        (Value::from("1970-01-01T00:00:00Z"), "1970-01-01T00:00:00Z"),
+        (
+            Value::from("1999-12-31T23:59:59.999Z"),
+            "1999-12-31T23:59:59.999Z",
+        ),
+        (ext96(year0.timestamp()), "0000-01-01T00:00:00Z"),
+        (ext96(year9999.timestamp()), "9999-12-31T23:59:59Z"),
+        (Value::Ext(-1, vec![0, 0, 0, 0]), "1970-01-01T00:00:00Z"),
+        // a day and a second after arrival
+        (
+            Value::Ext(
+                -1,
+                encode_timestamp_ext(received() + chrono::Duration::seconds(86_401)),
+            ),
+            "2026-06-02T03:04:06Z",
+        ),
+        // beyond year 9999: formatted with a sign, never a panic
+        (ext96(year9999.timestamp() + 86_400 * 366), "+10000"),
+        (ext96(-70_000_000_000), "-0249"),
+    ];
+    for (ts, original) in cases {
+        let e = decode("game.agent.x.y", &ts_envelope(ts.clone())).expect("clamped, not refused");
+        assert_eq!(e.ts, received(), "{ts:?}");
+        assert_eq!(
+            e.meta.get("clock_skew"),
+            Some(&Value::Boolean(true)),
+            "{ts:?}"
+        );
+        let got = e.meta_str("original_ts").expect("original_ts");
+        assert!(got.starts_with(original), "{got} for {ts:?}");
+        // the clamped entry is stored and read back like any other
+        let mut buf = &encode_entry_vec(&e)[..];
+        assert_eq!(decode_stored_entry(&mut buf).expect("stored"), e);
+    }
+    // inside the window: kept as sent
+    for ts in [
+        Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0)
+            .single()
+            .expect("ts"),
+        received() + chrono::Duration::seconds(86_400),
+        received() - chrono::Duration::days(3650),
+    ] {
+        let e = decode(
+            "game.agent.x.y",
+            &ts_envelope(Value::Ext(-1, encode_timestamp_ext(ts))),
+        )
+        .expect("valid");
+        assert_eq!(e.ts, ts);
+        assert!(!e.meta.contains_key("clock_skew") && !e.meta.contains_key("original_ts"));
+    }
+    // the window is configurable
+    let limits = Limits {
+        max_future_skew: std::time::Duration::from_secs(60),
+        ..Limits::default()
+    };
+    let soon = received() + chrono::Duration::seconds(120);
+    let payload = ts_envelope(Value::Ext(-1, encode_timestamp_ext(soon)));
+    let e = Decoder::new(limits, SubjectScheme::default())
+        .decode(&incoming("game.agent.x.y", &payload))
+        .expect("clamped");
+    assert_eq!(e.ts, received());
+    assert_eq!(e.meta_str("original_ts"), Some(rfc3339(soon).as_str()));
+    // unrepresentable (beyond chrono's ±262,000 years): not a time at all
+    for secs in [i64::MAX, i64::MIN] {
+        let err = decode("game.agent.x.y", &ts_envelope(ext96(secs))).expect_err("refused");
+        assert_eq!(err.kind, DecodeErrorKind::InvalidEnvelope);
+        assert!(err.to_string().contains("range"), "{err}");
+    }
+    // RFC 3339 cannot spell years past 9999 nor negative ones
+    let err = decode(
+        "game.agent.x.y",
+        &ts_envelope(Value::from("10000-01-01T00:00:00Z")),
+    )
+    .expect_err("refused");
+    assert!(err.to_string().contains("field `ts`"), "{err}");
+}
+
+#[test]
+fn max_future_skew_is_read_as_a_duration() {
+    let limits: Limits = serde_json::from_str(r#"{"max_future_skew": "2h"}"#).expect("limits");
+    assert_eq!(limits.max_future_skew, std::time::Duration::from_secs(7200));
+    assert_eq!(limits.max_depth, Limits::default().max_depth);
+    assert_eq!(
+        Limits::default().max_future_skew,
+        std::time::Duration::from_secs(86_400)
+    );
+    let huge = Limits {
+        max_future_skew: std::time::Duration::from_secs(u64::MAX),
+        ..Limits::default()
+    };
+    assert_eq!(huge.validate().map_err(|(k, _)| k), Err("max_future_skew"));
+}
+
+/// A msgpack str (fixstr) holding these bytes, valid UTF-8 or not.
+fn raw_str(bytes: &[u8]) -> Vec<u8> {
+    assert!(bytes.len() < 32);
+    let mut out = vec![0xa0 | bytes.len() as u8];
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// A msgpack map of (raw key bytes, raw value bytes).
+fn raw_map(fields: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    let mut out = vec![0x80 | fields.len() as u8];
+    for (k, v) in fields {
+        out.extend_from_slice(k);
+        out.extend_from_slice(v);
+    }
+    out
+}
+
+#[test]
+fn invalid_utf8_is_refused_in_fields_and_kept_as_binary_in_data() {
+    let bad = b"ab\xff\xfecd".as_slice();
+    let ty = (raw_str(b"type"), raw_str(b"player.move"));
+    // in data (value and nested key) and in meta: kept, same bytes, as binary
+    let payload = raw_map(&[
+        ty.clone(),
+        (
+            raw_str(b"data"),
+            raw_map(&[
+                (raw_str(bad), raw_str(bad)),
+                (raw_str(b"ok"), raw_str(b"fine")),
+            ]),
+        ),
+        (
+            raw_str(b"meta"),
+            raw_map(&[(raw_str(b"note"), raw_str(bad))]),
+        ),
+        (raw_str(b"extra"), raw_str(bad)),
+    ]);
+    let e = decode("game.agent.x.y", &payload).expect("kept");
+    assert_eq!(
+        e.data,
+        Value::Map(vec![
+            (Value::Binary(bad.to_vec()), Value::Binary(bad.to_vec())),
+            (Value::from("ok"), Value::from("fine")),
+        ])
+    );
+    assert_eq!(e.meta.get("note"), Some(&Value::Binary(bad.to_vec())));
+    assert_eq!(e.meta.get("extra"), Some(&Value::Binary(bad.to_vec())));
+    assert_eq!(e.meta.get("invalid_utf8"), Some(&Value::Boolean(true)));
+    // JSON output: a binary key is written as hex, never an error
+    let json = serde_json::to_value(&e).expect("serialises");
+    assert_eq!(json["meta"]["invalid_utf8"], true);
+    assert_eq!(
+        json["data"]["0x6162fffe6364"],
+        serde_json::json!([97, 98, 255, 254, 99, 100])
+    );
+    // wrapped traffic: the same
+    let e = decode(
+        "game.agent.x.moved",
+        &raw_map(&[(raw_str(b"k"), raw_str(bad))]),
+    )
+    .expect("wrapped");
+    assert_eq!(e.meta.get("wrapped"), Some(&Value::Boolean(true)));
+    assert_eq!(e.meta.get("invalid_utf8"), Some(&Value::Boolean(true)));
+    assert_eq!(
+        e.data,
+        Value::Map(vec![(Value::from("k"), Value::Binary(bad.to_vec()))])
+    );
+    let e = decode("game.agent.x.moved", &raw_str(bad)).expect("wrapped scalar");
+    assert_eq!(e.data, Value::Binary(bad.to_vec()));
+    // valid traffic carries no flag
+    let e = decode("game.agent.x.y", &raw_map(std::slice::from_ref(&ty))).expect("valid");
+    assert!(!e.meta.contains_key("invalid_utf8"));
+
+    // in a field the agent reads: refused, naming it
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            raw_map(&[(raw_str(b"type"), raw_str(bad))]),
+            "field `type`: not valid UTF-8",
+        ),
+        (
+            raw_map(&[ty.clone(), (raw_str(b"source"), raw_str(bad))]),
+            "field `source`: not valid UTF-8",
+        ),
+        (
+            raw_map(&[ty.clone(), (raw_str(b"player"), raw_str(bad))]),
+            "field `player`: not valid UTF-8",
+        ),
+        (
+            raw_map(&[ty.clone(), (raw_str(b"id"), raw_str(bad))]),
+            "field `id`: not valid UTF-8",
+        ),
+        (
+            raw_map(&[ty.clone(), (raw_str(b"parent"), raw_str(bad))]),
+            "field `parent`: not valid UTF-8",
+        ),
+        (
+            raw_map(&[ty.clone(), (raw_str(b"ts"), raw_str(bad))]),
+            "field `ts`: not valid UTF-8",
+        ),
+        (
+            raw_map(&[ty.clone(), (raw_str(b"severity"), raw_str(bad))]),
+            "field `severity`: not valid UTF-8",
+        ),
+        (
+            raw_map(&[
+                ty.clone(),
+                (raw_str(b"meta"), raw_map(&[(raw_str(bad), vec![1])])),
+            ]),
+            "field `meta`: a key is not valid UTF-8",
+        ),
+        (
+            raw_map(&[
+                ty.clone(),
+                (raw_str(b"metrics"), raw_map(&[(raw_str(bad), vec![1])])),
+            ]),
+            "field `metrics`: a key is not valid UTF-8",
+        ),
+        (
+            raw_map(&[ty.clone(), (raw_str(bad), vec![1])]),
+            "a field name is not valid UTF-8",
+        ),
+    ];
+    for (payload, expected) in cases {
+        let err = decode("game.agent.x.y", &payload).expect_err("refused");
+        assert_eq!(err.kind, DecodeErrorKind::InvalidEnvelope, "{err}");
+        assert!(
+            err.to_string().contains(expected),
+            "{err} should say {expected}"
+        );
+    }
+    // JSON is UTF-8 by definition: a JSON payload with bad bytes is malformed
+    let err = decode("game.agent.x.y", b"{\"type\":\"a\",\"data\":\"\xff\"}").expect_err("bad");
+    assert_eq!(err.kind, DecodeErrorKind::Malformed);
+}
+
+#[test]
+fn wrong_key_types_are_named() {
+    let v = map(vec![
+        ("type", Value::from("a")),
+        ("meta", Value::Map(vec![(Value::from(1), Value::from(2))])),
+    ]);
+    let err = decode("game.agent.x.y", &mp(&v)).expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("field `meta` must be a map with string keys, got an integer key"),
+        "{err}"
+    );
+}
+
+#[test]
+fn any_msgpack_map_key_serialises_to_json() {
+    let keys = vec![
+        (Value::Nil, "null"),
+        (Value::Boolean(true), "true"),
+        (Value::from(-3), "-3"),
+        (Value::F64(1.5), "1.5"),
+        (Value::Binary(vec![0, 255]), "0x00ff"),
+        (Value::Array(vec![Value::from(1), Value::Nil]), "[1,null]"),
+        (
+            Value::Map(vec![(Value::Nil, Value::from(1))]),
+            "{\"null\":1}",
+        ),
+        (Value::Ext(5, vec![1]), "[5,[1]]"),
+    ];
+    let data = Value::Map(
+        keys.iter()
+            .map(|(k, _)| (k.clone(), Value::Map(vec![(k.clone(), Value::from(1))])))
+            .collect(),
+    );
+    // wrapped game traffic with such keys is stored, and its JSON form does not fail
+    let e = decode("game.agent.x.moved", &mp(&data)).expect("wrapped");
+    let mut e2 = e.clone();
+    e2.meta.insert("nested".into(), data.clone());
+    let json = serde_json::to_value(&e2).expect("JSON");
+    for (_, text) in &keys {
+        assert_eq!(json["data"][text][text], 1, "{text} in {json}");
+        assert_eq!(json["meta"]["nested"][text][text], 1, "{text} in {json}");
+    }
+    // the binary forms stay exact
+    let mut buf = &encode_entry_vec(&e2)[..];
+    assert_eq!(decode_stored_entry(&mut buf).expect("stored"), e2);
+    let back: TraceEntry =
+        rmp_serde::from_slice(&rmp_serde::to_vec_named(&e2).expect("msgpack")).expect("back");
+    assert_eq!(back.data, e2.data);
 }
