@@ -50,10 +50,13 @@ pub async fn run(
         trace_core::bus::connect_auth(&config.nats_url, "trace-agent", &config.nats).await?;
     monitor.metrics().set_nats_connected(true, Utc::now());
     let js = jetstream::new(client.clone());
-    let decoder = Arc::new(Decoder::new(
-        config.limits,
-        SubjectScheme::new(config.recorded_inputs()),
-    ));
+    let privacy = config
+        .privacy_policy()
+        .map_err(|(key, why)| anyhow::anyhow!("`{key}`: {why}"))?;
+    let decoder = Arc::new(
+        Decoder::new(config.limits, SubjectScheme::new(config.recorded_inputs()))
+            .with_privacy(privacy.clone()),
+    );
     let stats = Arc::new(RecorderStats::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let checkpoint_path = config.data_dir.join("analytics").join("checkpoint.mp");
@@ -90,6 +93,7 @@ pub async fn run(
         live: live.clone(),
         analytics: config.analytics.clone(),
         admin_token: config.api.admin_token.clone(),
+        privacy,
         reply_budget: api::reply_budget(client.server_info().max_payload),
     });
     let mut api_task = tokio::spawn({

@@ -332,6 +332,8 @@ pub struct ApiState {
     pub analytics: crate::config::AnalyticsSection,
     /// The token destructive verbs require (none: refused).
     pub admin_token: Option<String>,
+    /// The `[privacy]` policy: `forget` looks a pseudonymised player up by its pseudonym.
+    pub privacy: trace_core::privacy::Privacy,
     /// Most bytes one reply may take: a little under the server's `max_payload`, so a page
     /// is cut short (with a cursor to the rest) rather than never sent.
     pub reply_budget: usize,
@@ -474,12 +476,21 @@ impl ApiState {
                 if req.player.is_empty() {
                     return Err(ApiError::bad_request("missing `player`"));
                 }
+                // players are stored under their pseudonym when `player` is pseudonymised;
+                // the caller may give either the real id or the pseudonym itself
+                let stored_as = if self.privacy.pseudonymises_player()
+                    && !self.privacy.is_pseudonym(&req.player)
+                {
+                    self.privacy.pseudonym(&req.player)
+                } else {
+                    req.player.clone()
+                };
                 let events_removed = self
                     .store
-                    .forget_player(&req.player)
+                    .forget_player(&stored_as)
                     .map_err(ApiError::internal)?;
                 let analytics_state_removed =
-                    crate::analytics::lock(&self.live).forget_player(&req.player);
+                    crate::analytics::lock(&self.live).forget_player(&stored_as);
                 tracing::info!(
                     events_removed,
                     analytics_state_removed,

@@ -47,6 +47,8 @@ pub struct AgentConfig {
     pub rules: Vec<RuleConfig>,
     /// The live analytics driver.
     pub analytics: AnalyticsSection,
+    /// Fields redacted or pseudonymised before anything is stored or analysed (`[privacy]`).
+    pub privacy: trace_core::privacy::PrivacyConfig,
 }
 
 /// `[analytics]`.
@@ -87,6 +89,7 @@ impl Default for AgentConfig {
         AgentConfig {
             nats_url: "nats://127.0.0.1:4222".into(),
             nats: trace_core::auth::NatsAuth::default(),
+            privacy: trace_core::privacy::PrivacyConfig::default(),
             data_dir: PathBuf::from("./trace-data"),
             inputs: default_inputs(),
             stream: StreamSection::default(),
@@ -277,6 +280,15 @@ pub const NATS_ENV_ALIASES: [(&str, &str); 8] = [
     ("TRACE_AGENT_TLS_KEY", "tls_key"),
 ];
 
+/// Keys whose values are secrets: an error about one never quotes its value.
+const SECRET_KEYS: [&str; 5] = [
+    "nats.password",
+    "nats.token",
+    "nats.nkey_seed",
+    "api.admin_token",
+    "privacy.key",
+];
+
 /// Where a configuration value came from, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Origin {
@@ -338,10 +350,16 @@ impl AgentConfig {
                 }
                 None => rest.split("__").map(|p| p.to_ascii_lowercase()).collect(),
             };
-            // `[nats]` values are strings (a numeric password stays a string); only the flag
-            // is TOML
+            // secrets are strings as given (a numeric password stays a string); `[nats]`
+            // values are all strings but its one flag
             let value = match path.as_slice() {
                 [section, key] if section == "nats" && key != "tls_required" => {
+                    toml::Value::String(value.clone())
+                }
+                [section, key]
+                    if (section == "privacy" && key == "key")
+                        || (section == "api" && key == "admin_token") =>
+                {
                     toml::Value::String(value.clone())
                 }
                 _ => env_value(value),
@@ -390,7 +408,12 @@ impl AgentConfig {
             .map_err(|e| {
                 let key = e.path().to_string();
                 let key = if key == "." { String::new() } else { key };
-                let inner = e.into_inner().to_string();
+                let inner = if SECRET_KEYS.contains(&key.as_str()) {
+                    // serde quotes the value it refused ("invalid type: integer `1234`")
+                    "must be a string (the value is not shown: it may be a secret)".to_owned()
+                } else {
+                    e.into_inner().to_string()
+                };
                 if key.is_empty() {
                     ConfigError(inner)
                 } else {
@@ -401,6 +424,12 @@ impl AgentConfig {
             .validate()
             .map_err(|(key, why)| ConfigError(format!("`{key}`{}: {why}", origin_of(&key))))?;
         Ok(config)
+    }
+
+    /// The compiled `[privacy]` policy; the error names the key.
+    pub fn privacy_policy(&self) -> Result<trace_core::privacy::Privacy, (String, String)> {
+        trace_core::privacy::Privacy::new(&self.privacy)
+            .map_err(|(key, why)| (format!("privacy.{key}"), why))
     }
 
     /// Checks values that parse but cannot work; returns the key and the problem.
@@ -421,6 +450,7 @@ impl AgentConfig {
         self.nats
             .validate()
             .map_err(|e| (format!("nats.{}", e.key), e.reason))?;
+        self.privacy_policy()?;
         if self.data_dir.as_os_str().is_empty() {
             return Err(("data_dir".into(), "must not be empty".into()));
         }
@@ -734,6 +764,35 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/flag"));
         assert_eq!(c.store.max_age, Duration::from_secs(3 * 86_400));
         assert_eq!(c.store.block_events, 100);
+    }
+
+    #[test]
+    fn privacy_section_is_checked_and_its_key_stays_a_string() {
+        let e = load_str(
+            "[privacy]\npseudonymise = [\"player\"]\nkey = \"short\"\n",
+            &[],
+            FlagOverrides::default(),
+        )
+        .expect_err("short key");
+        assert!(e.to_string().contains("privacy.key"), "{e}");
+        assert!(!e.to_string().contains("\"short\""), "{e}");
+        let e = load_str(
+            "[privacy]\nredact = [\"email\"]\n",
+            &[],
+            FlagOverrides::default(),
+        )
+        .expect_err("bad path");
+        assert!(e.to_string().contains("privacy.redact"), "{e}");
+        // a numeric key from the environment is a string, not a TOML integer
+        let c = load_str(
+            "[privacy]\npseudonymise = [\"player\"]\n",
+            &[("TRACE_AGENT_PRIVACY__KEY", "12345678901234567890")],
+            FlagOverrides::default(),
+        )
+        .expect("valid");
+        assert_eq!(c.privacy.key.as_deref(), Some("12345678901234567890"));
+        assert!(!format!("{c:?}").contains("12345678901234567890"));
+        assert!(c.privacy_policy().expect("policy").pseudonymises_player());
     }
 
     #[test]

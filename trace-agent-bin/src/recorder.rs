@@ -184,9 +184,18 @@ impl Recorder {
                         received_at: published,
                         subject: msg.subject.to_string(),
                         kind: err.kind.as_str().to_owned(),
-                        reason: err.to_string(),
+                        reason: if self.decoder.privacy().is_some() {
+                            format!("{err} (payload not kept: a [privacy] policy is active)")
+                        } else {
+                            err.to_string()
+                        },
                         stream_seq: (seq > 0).then_some(seq),
-                        raw: msg.payload.to_vec(),
+                        // with a privacy policy the raw payload could hold what it removes
+                        raw: if self.decoder.privacy().is_some() {
+                            Vec::new()
+                        } else {
+                            msg.payload.to_vec()
+                        },
                     },
                     err.kind,
                 ),

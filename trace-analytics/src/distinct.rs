@@ -1,10 +1,10 @@
 //! Distinct counting: an exact set of 64-bit key hashes while small, a HyperLogLog beyond.
 //!
 //! HyperLogLog after Flajolet, Fusy, Gandouet, Meunier, "HyperLogLog: the analysis of a
-//! near-optimal cardinality estimation algorithm" (AofA 2007), its small-range rule
-//! (linear counting while the raw estimate is at most `2.5 m`) and the 64-bit hash of Heule,
-//! Nunkesser, Hall, "HyperLogLog in Practice" (EDBT 2013), which makes the large-range
-//! correction unnecessary. With precision
+//! near-optimal cardinality estimation algorithm" (AofA 2007) with the 64-bit hash of Heule,
+//! Nunkesser, Hall, "HyperLogLog in Practice" (EDBT 2013), estimated by Ertl's improved
+//! estimator (2017), which needs neither the small-range switch to linear counting nor
+//! empirical bias tables. With precision
 //! `p` the sketch holds `2^p` one-byte registers and its standard error is `1.04 / sqrt(2^p)`
 //! (0.81 % for the default `p = 14`, 16 KiB).
 
@@ -43,29 +43,29 @@ impl HyperLogLog {
         }
     }
 
-    /// The estimated number of distinct items.
+    /// The estimated number of distinct items, by Ertl's improved estimator ("New cardinality
+    /// estimation algorithms for HyperLogLog sketches", 2017): unbiased over the whole range,
+    /// without the bias of the classic raw estimate around the switch from linear counting
+    /// (near `2.5 m`), where it was seen 3.4 % off at `p = 14`.
     pub fn estimate(&self) -> f64 {
         let m = self.registers.len() as f64;
-        let mut harmonic = 0.0;
-        let mut zeros = 0usize;
+        let q = 64 - usize::from(self.precision);
+        // histogram of register values 0..=q+1
+        let mut counts = vec![0u32; q + 2];
         for &r in &self.registers {
-            harmonic += (-f64::from(r)).exp2();
-            if r == 0 {
-                zeros += 1;
+            if let Some(c) = counts.get_mut(usize::from(r).min(q + 1)) {
+                *c += 1;
             }
         }
-        let alpha = match self.registers.len() {
-            16 => 0.673,
-            32 => 0.697,
-            64 => 0.709,
-            _ => 0.7213 / (1.0 + 1.079 / m),
-        };
-        let raw = alpha * m * m / harmonic;
-        if zeros > 0 && raw <= 2.5 * m {
-            // Small range (Flajolet et al. 2007): linear counting on the empty registers.
-            return m * (m / zeros as f64).ln();
+        let mut z = m * tau(1.0 - f64::from(counts[q + 1]) / m);
+        for k in (1..=q).rev() {
+            z = 0.5 * (z + f64::from(counts[k]));
         }
-        raw
+        z += m * sigma(f64::from(counts[0]) / m);
+        if !z.is_finite() || z <= 0.0 {
+            return 0.0;
+        }
+        m * m / (2.0 * std::f64::consts::LN_2) / z
     }
 
     /// Merges another sketch of the same precision into this one (register-wise max).
@@ -81,6 +81,40 @@ impl HyperLogLog {
     /// Heap bytes held.
     pub fn heap_bytes(&self) -> usize {
         self.registers.capacity()
+    }
+}
+
+/// Ertl's sigma: `x + sum_k x^(2^k) 2^(k-1)`, infinite at 1 (an empty sketch).
+fn sigma(mut x: f64) -> f64 {
+    if x >= 1.0 {
+        return f64::INFINITY;
+    }
+    let (mut y, mut z) = (1.0, x);
+    loop {
+        x *= x;
+        let before = z;
+        z += x * y;
+        y += y;
+        if z == before {
+            return z;
+        }
+    }
+}
+
+/// Ertl's tau: `(1 - x - sum_k (1 - x^(2^-k))^2 2^-k) / 3`.
+fn tau(mut x: f64) -> f64 {
+    if x <= 0.0 || x >= 1.0 {
+        return 0.0;
+    }
+    let (mut y, mut z) = (1.0, 1.0 - x);
+    loop {
+        x = x.sqrt();
+        let before = z;
+        y *= 0.5;
+        z -= (1.0 - x).powi(2) * y;
+        if z == before {
+            return z / 3.0;
+        }
     }
 }
 
@@ -147,6 +181,29 @@ impl DistinctCounter {
 mod tests {
     use super::*;
     use crate::hashing::hash_str;
+
+    /// The worst relative error over 20 sketches at each cardinality, across the range where
+    /// the classic estimator switches from linear counting (about 41,000 at p = 14).
+    #[test]
+    fn estimate_is_unbiased_across_the_linear_counting_switch() {
+        for n in [100u64, 5_000, 30_000, 38_000, 41_000, 45_000, 60_000, 200_000] {
+            let mut worst = 0.0f64;
+            let mut mean = 0.0;
+            for salt in 0..20 {
+                let mut hll = HyperLogLog::new(14);
+                for i in 0..n {
+                    hll.insert_hash(hash_str(&format!("p-{salt}-{i}")));
+                }
+                let err = (hll.estimate() - n as f64) / n as f64;
+                worst = worst.max(err.abs());
+                mean += err / 20.0;
+            }
+            // 3.7 standard errors (0.81 %) for the worst of 20; bias well under one
+            assert!(worst < 0.03, "n = {n}: worst error {worst}");
+            assert!(mean.abs() < 0.005, "n = {n}: mean error {mean}");
+        }
+        assert_eq!(HyperLogLog::new(14).estimate(), 0.0);
+    }
 
     #[test]
     fn exact_then_estimated_within_three_percent() {

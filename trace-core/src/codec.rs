@@ -83,12 +83,29 @@ impl PayloadEncoding {
 pub struct Decoder {
     limits: Limits,
     scheme: SubjectScheme,
+    privacy: Option<crate::privacy::Privacy>,
 }
 
 impl Decoder {
     /// A decoder with these limits and inputs.
     pub fn new(limits: Limits, scheme: SubjectScheme) -> Self {
-        Decoder { limits, scheme }
+        Decoder {
+            limits,
+            scheme,
+            privacy: None,
+        }
+    }
+
+    /// Applies `privacy` (redactions, pseudonyms) to every decoded entry, so nothing that reads
+    /// through this decoder (the recorder, the analytics) sees the original fields.
+    pub fn with_privacy(mut self, privacy: crate::privacy::Privacy) -> Self {
+        self.privacy = privacy.is_active().then_some(privacy);
+        self
+    }
+
+    /// The privacy policy in force, if it changes anything.
+    pub fn privacy(&self) -> Option<&crate::privacy::Privacy> {
+        self.privacy.as_ref()
     }
 
     /// The limits in force.
@@ -103,6 +120,14 @@ impl Decoder {
 
     /// Decodes one message into an entry, or says why it must be quarantined.
     pub fn decode(&self, msg: &Incoming<'_>) -> Result<TraceEntry, DecodeError> {
+        let mut entry = self.decode_plain(msg)?;
+        if let Some(privacy) = &self.privacy {
+            privacy.apply(&mut entry);
+        }
+        Ok(entry)
+    }
+
+    fn decode_plain(&self, msg: &Incoming<'_>) -> Result<TraceEntry, DecodeError> {
         let payload = msg.payload;
         if payload.len() > self.limits.max_message_bytes {
             return Err(DecodeError::new(

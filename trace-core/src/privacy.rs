@@ -11,7 +11,7 @@ use crate::entry::TraceEntry;
 
 /// `[privacy]`: field paths are `player`, `session`, `source`, `data.<key>[.<key>...]` or
 /// `meta.<key>[.<key>...]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PrivacyConfig {
     /// Fields removed before anything is stored or analysed.
@@ -21,6 +21,16 @@ pub struct PrivacyConfig {
     /// The HMAC key (at least 16 characters); never logged or printed.
     #[serde(skip_serializing)]
     pub key: Option<String>,
+}
+
+impl std::fmt::Debug for PrivacyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrivacyConfig")
+            .field("redact", &self.redact)
+            .field("pseudonymise", &self.pseudonymise)
+            .field("key", &self.key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +118,15 @@ impl Privacy {
     /// Whether `player` is pseudonymised (then `forget --player` must hash its argument).
     pub fn pseudonymises_player(&self) -> bool {
         self.pseudonymise.contains(&FieldPath::Player)
+    }
+
+    /// Whether `value` has the shape of a pseudonym (`ps_` and 20 lowercase hex digits).
+    pub fn is_pseudonym(&self, value: &str) -> bool {
+        value.len() == 23
+            && value.starts_with("ps_")
+            && value[3..]
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     }
 
     /// The pseudonym of a value: `ps_` and 20 hex digits of HMAC-SHA256(key, value).
