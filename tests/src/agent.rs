@@ -38,6 +38,10 @@ pub struct AgentOptions {
     pub http: Option<SocketAddr>,
     /// More arguments for `trace-agent run`, after the fixture's own.
     pub args: Vec<String>,
+    /// The data dir, passed as `--data-dir` (created if missing). `None`: `data/` in the
+    /// fixture's temp dir. A test that puts the store on a filesystem of its own (a small
+    /// tmpfs, to fill it) sets this.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl AgentOptions {
@@ -79,21 +83,37 @@ impl Agent {
     /// Starts `trace-agent run --nats-url URL --data-dir DIR --http ADDR [--config FILE]`
     /// and waits until its API answers `store_info`.
     pub async fn start(nats_url: &str, options: AgentOptions) -> anyhow::Result<Agent> {
-        let binary = agent_binary()?;
-        let dir = tempfile::Builder::new()
-            .prefix("trace-tests-agent-")
-            .tempdir()
-            .context("creating the agent temp dir")?;
-        std::fs::create_dir_all(dir.path().join("data")).context("creating the data dir")?;
-        if let Some(config) = &options.config {
-            let path = dir.path().join("agent.toml");
-            std::fs::write(&path, config).with_context(|| format!("writing {}", path.display()))?;
-        }
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(5))
             .connect(nats_url)
             .await
             .with_context(|| format!("connecting the test's API client to {nats_url}"))?;
+        Self::start_with_client(nats_url, options, client).await
+    }
+
+    /// Like [`Agent::start`], with `client` (e.g. one with credentials and TLS, for a server
+    /// that requires them) as the fixture's API client. The agent's own credentials come from
+    /// `options` (flags, environment or config file).
+    pub async fn start_with_client(
+        nats_url: &str,
+        options: AgentOptions,
+        client: async_nats::Client,
+    ) -> anyhow::Result<Agent> {
+        let binary = agent_binary()?;
+        let dir = tempfile::Builder::new()
+            .prefix("trace-tests-agent-")
+            .tempdir()
+            .context("creating the agent temp dir")?;
+        let data_dir = options
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("data"));
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
+        if let Some(config) = &options.config {
+            let path = dir.path().join("agent.toml");
+            std::fs::write(&path, config).with_context(|| format!("writing {}", path.display()))?;
+        }
         let http_addr = match options.http {
             Some(addr) => addr,
             None => free_local_addr()?,
@@ -135,7 +155,10 @@ impl Agent {
 
     /// The agent's data dir (kept across restarts).
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.options
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("data"))
     }
 
     /// The pid of the running process.
@@ -190,13 +213,15 @@ impl Agent {
             let body = serde_json::json!({});
             match api_request_with_timeout(
                 &self.client,
-                "store_info",
+                &self.own_verb("store_info"),
                 &body,
                 Duration::from_secs(2),
             )
             .await
             {
-                Ok(_) => return Ok(()),
+                // with several agents on the bus the shared subject may be another one's
+                Ok(v) if self.answers_for_me(&v) => return Ok(()),
+                Ok(v) => last = format!("answered by another agent ({})", v["dir"]),
                 Err(e) => last = e.to_string(),
             }
             if deadline.expired() {
@@ -219,10 +244,39 @@ impl Agent {
         crate::api::api_request(&self.client, verb, body).await
     }
 
+    /// Whether a `store_info` answer is about this agent's store.
+    fn answers_for_me(&self, info: &serde_json::Value) -> bool {
+        let mine = self.data_dir();
+        let mine = mine.canonicalize().unwrap_or(mine);
+        info["dir"].as_str().is_some_and(|dir| {
+            let dir = std::path::Path::new(dir);
+            dir.canonicalize()
+                .unwrap_or_else(|_| dir.to_path_buf())
+                .starts_with(&mine)
+        })
+    }
+
+    /// The instance name the agent keeps in `<data_dir>/instance.id` (written at start).
+    pub fn instance(&self) -> Option<String> {
+        std::fs::read_to_string(self.data_dir().join("instance.id"))
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// `verb` on this agent's own subject (`i.<instance>.<verb>`) once its instance name is
+    /// known, so that with several agents on one bus the answer is this one's.
+    pub fn own_verb(&self, verb: &str) -> String {
+        match self.instance() {
+            Some(name) => format!("i.{name}.{verb}"),
+            None => verb.to_owned(),
+        }
+    }
+
     /// The agent's `store_info`, parsed.
     pub async fn store_info(&self) -> anyhow::Result<StoreInfo> {
         let value = self
-            .request("store_info", &serde_json::json!({}))
+            .request(&self.own_verb("store_info"), &serde_json::json!({}))
             .await
             .map_err(|e| anyhow!("store_info: {e}"))?;
         StoreInfo::from_json(&value)

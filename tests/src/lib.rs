@@ -4,10 +4,13 @@
 //! dir, and the real `trace-agent` binary. The pieces, in the order a test uses them:
 //!
 //! - [`NatsServer`] (`nats_server`): starts `nats-server` on a free port with a JetStream
-//!   store it owns; `stop`/`restart` keep the port and the store; killed on Drop.
+//!   store it owns; `stop`/`restart` keep the port and the store; killed on Drop;
+//!   `start_with_config` adds server configuration (TLS, authorization, operator mode) and
+//!   the client options that get past it.
 //! - [`Agent`] (`agent`): spawns `trace-agent run` against a server with its own data dir,
 //!   logs to files (their tail is printed when a test fails), `wait_ready`, `kill` (SIGKILL),
-//!   `terminate` (SIGTERM), `restart`; killed on Drop. [`agent_binary`] finds or builds it.
+//!   `terminate` (SIGTERM), `restart`; killed on Drop; `start_with_client` for a server that
+//!   needs credentials. [`agent_binary`] finds or builds it.
 //! - [`Cli`] (`cli`): runs `trace-agent <subcommand> ... --nats-url URL` and captures its
 //!   output; [`EntryLine`] is one line of `query --json`.
 //! - [`GameTraffic`] (`traffic`): a deterministic generator of what game services send:

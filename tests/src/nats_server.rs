@@ -1,10 +1,12 @@
 //! The `NatsServer` fixture: a real `nats-server` with JetStream on a free port, its file store
-//! in a temp dir it owns; `stop`/`restart` keep both, Drop kills it.
+//! in a temp dir it owns; `stop`/`restart` keep both, Drop kills it. `start_with_config` adds
+//! configuration (TLS, authorization, operator mode) and the client options that get past it.
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
@@ -24,6 +26,16 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// so without raising it an oversized message could never reach the agent to be quarantined.
 const MAX_PAYLOAD: u64 = 2 * 1024 * 1024;
 
+/// Builds the options of every client connection the fixture makes (credentials, TLS).
+#[derive(Clone)]
+struct ClientOptions(Arc<dyn Fn() -> async_nats::ConnectOptions + Send + Sync>);
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientOptions(..)")
+    }
+}
+
 /// A running (or stopped) `nats-server` owned by one test.
 #[derive(Debug)]
 pub struct NatsServer {
@@ -31,20 +43,42 @@ pub struct NatsServer {
     port: u16,
     dir: TempDir,
     binary: PathBuf,
+    client_options: Option<ClientOptions>,
 }
 
 impl NatsServer {
     /// Starts a server on a free port of 127.0.0.1 with JetStream in a fresh temp dir and waits
     /// until it accepts clients and JetStream answers.
     pub async fn start() -> anyhow::Result<NatsServer> {
+        Self::start_inner("", None).await
+    }
+
+    /// Like [`NatsServer::start`] with `extra_conf` appended to the server's configuration file
+    /// (e.g. a `tls { ... }` or `authorization { ... }` block), and `client_options` building
+    /// the options (credentials, TLS) of every connection the fixture makes: the readiness
+    /// probe, [`NatsServer::client`] and [`NatsServer::jetstream`].
+    pub async fn start_with_config(
+        extra_conf: &str,
+        client_options: impl Fn() -> async_nats::ConnectOptions + Send + Sync + 'static,
+    ) -> anyhow::Result<NatsServer> {
+        Self::start_inner(extra_conf, Some(ClientOptions(Arc::new(client_options)))).await
+    }
+
+    async fn start_inner(
+        extra_conf: &str,
+        client_options: Option<ClientOptions>,
+    ) -> anyhow::Result<NatsServer> {
         let binary = nats_server_binary();
         let dir = tempfile::Builder::new()
             .prefix("trace-tests-nats-")
             .tempdir()
             .context("creating the nats-server temp dir")?;
         let config = dir.path().join("nats-server.conf");
-        std::fs::write(&config, format!("max_payload: {MAX_PAYLOAD}\n"))
-            .with_context(|| format!("writing {}", config.display()))?;
+        std::fs::write(
+            &config,
+            format!("max_payload: {MAX_PAYLOAD}\n{extra_conf}\n"),
+        )
+        .with_context(|| format!("writing {}", config.display()))?;
         std::fs::create_dir_all(dir.path().join("store"))
             .context("creating the JetStream store dir")?;
         let mut server = NatsServer {
@@ -52,6 +86,7 @@ impl NatsServer {
             port: free_port()?,
             dir,
             binary,
+            client_options,
         };
         // The free port can be taken between picking and binding (tests run in parallel): a
         // server that exits at startup is retried on another port.
@@ -85,9 +120,14 @@ impl NatsServer {
         self.dir.path().join("store")
     }
 
-    /// A new client connection.
+    /// A new client connection (with the credentials and TLS given to
+    /// [`NatsServer::start_with_config`], if any).
     pub async fn client(&self) -> anyhow::Result<async_nats::Client> {
-        async_nats::ConnectOptions::new()
+        let options = match &self.client_options {
+            Some(ClientOptions(make)) => make(),
+            None => async_nats::ConnectOptions::new(),
+        };
+        options
             .connection_timeout(Duration::from_secs(5))
             .connect(self.client_url())
             .await

@@ -18,6 +18,45 @@ use crate::api::{self, ApiState};
 use crate::config::AgentConfig;
 use crate::recorder::{Recorder, RecorderStats};
 
+/// This instance's name: the configured one, else the one kept in `<data_dir>/instance.id`,
+/// made on first start from the host name and a random suffix.
+fn instance_name(config: &AgentConfig) -> anyhow::Result<String> {
+    if let Some(name) = &config.instance {
+        return Ok(name.clone());
+    }
+    let path = config.data_dir.join("instance.id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let name = text.trim().to_owned();
+            crate::config::valid_instance_name(&name).map_err(|why| {
+                anyhow::anyhow!("{}: {why} (fix or delete the file)", path.display())
+            })?;
+            Ok(name)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let host: String = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .unwrap_or_default()
+                .trim()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .take(40)
+                .collect();
+            let suffix = trace_core::EventId::new_at(Utc::now()).to_string();
+            let suffix = suffix[suffix.len() - 6..].to_ascii_lowercase();
+            let name = if host.is_empty() {
+                format!("agent-{suffix}")
+            } else {
+                format!("{host}-{suffix}")
+            };
+            std::fs::create_dir_all(&config.data_dir)
+                .and_then(|()| std::fs::write(&path, format!("{name}\n")))
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(name)
+        }
+        Err(e) => Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+    }
+}
+
 /// Runs the sidecar until `shutdown` resolves, then drains: the recorder finishes its batch
 /// (stored, flushed, acked), the API and HTTP stop, the store is flushed.
 pub async fn run(
@@ -46,6 +85,7 @@ pub async fn run(
     let info = store.info();
     tracing::info!(dir = %dir.display(), segments = info.segments, events = info.events, "store open");
 
+    let instance = instance_name(&config)?;
     let client =
         trace_core::bus::connect_auth(&config.nats_url, "trace-agent", &config.nats).await?;
     monitor.metrics().set_nats_connected(true, Utc::now());
@@ -78,7 +118,7 @@ pub async fn run(
         let driver = AnalyticsDriver {
             decoder: decoder.clone(),
             stream: config.stream_spec(),
-            consumer: config.analytics_consumer_spec(),
+            consumer: config.analytics_consumer_spec(&instance),
             checkpoint_path,
             checkpoint_every: config.analytics.checkpoint_every,
             stats_every: config.analytics.stats_every,
@@ -98,8 +138,8 @@ pub async fn run(
     });
     let mut api_task = tokio::spawn({
         let (client, name, rx) = (client.clone(), config.api.name.clone(), stop_rx.clone());
-        let concurrency = config.api.concurrency;
-        async move { api::serve(client, &name, api_state, concurrency, rx).await }
+        let (concurrency, instance) = (config.api.concurrency, instance.clone());
+        async move { api::serve(client, &name, &instance, api_state, concurrency, rx).await }
     });
     let http_addr = http_listener.local_addr().ok();
     let http_task = tokio::spawn(trace_monitor::serve_http(
@@ -126,6 +166,7 @@ pub async fn run(
     tracing::info!(
         nats = %trace_core::auth::redact_url(&config.nats_url),
         nats_auth = %config.nats.summary(),
+        instance = %instance,
         http = ?http_addr,
         inputs = ?config.recorded_inputs().iter().map(|i| i.subject.clone()).collect::<Vec<_>>(),
         "trace-agent running"

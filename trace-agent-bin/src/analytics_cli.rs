@@ -18,7 +18,10 @@ use trace_core::human::parse_time_arg;
 use crate::api::{
     AnalyticsReply, AnalyticsRequest, AnalyticsScope, StatsAndPerformance, ANALYTICS_VERBS,
 };
+use crate::cluster::Cluster;
 use crate::output::{clip, Table};
+use trace_core::query::MAX_PAGE;
+use trace_core::{Order, Query};
 
 /// Flags shared by stats|players|patterns|trends|anomalies.
 #[derive(Debug, clap::Args)]
@@ -88,7 +91,21 @@ pub async fn run(verb: &str, args: &AnalyticsArgs) -> anyhow::Result<()> {
     }
     let request = args.to_request()?;
     let api = args.conn.api().await?;
-    let reply: serde_json::Value = api.call(verb, &request).await?;
+    let cluster = Cluster::discover(&api).await?;
+    let reply: serde_json::Value = if !cluster.is_scaled_out() {
+        api.call(verb, &request).await?
+    } else if request.is_live() {
+        // every instance analyses the whole stream: the one that has seen most is freshest
+        let (answers, missing) = cluster.ask::<_, serde_json::Value>(verb, &request).await?;
+        missing.warn();
+        answers
+            .into_iter()
+            .map(|(_, reply)| reply)
+            .max_by_key(|reply| reply["events"].as_u64().unwrap_or(0))
+            .ok_or_else(|| anyhow::anyhow!("no instance answered {verb}"))?
+    } else {
+        range_over_instances(&cluster, verb, &request).await?
+    };
     let mut out = std::io::stdout().lock();
     if args.conn.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&reply)?)?;
@@ -104,6 +121,47 @@ pub async fn run(verb: &str, args: &AnalyticsArgs) -> anyhow::Result<()> {
     }
     out.flush().context("writing output")?;
     Ok(())
+}
+
+/// Most stored events one range analysis here reads (the agents' own default cap).
+const MAX_RANGE_EVENTS: usize = 20_000_000;
+
+/// A range analysis when the range is scattered over several instances' stores: the events
+/// are read through the merged query, oldest first, and analysed here by the same engine
+/// (with its default settings).
+async fn range_over_instances(
+    cluster: &Cluster<'_>,
+    verb: &str,
+    request: &AnalyticsRequest,
+) -> anyhow::Result<serde_json::Value> {
+    let mut q = Query {
+        since: request.since,
+        until: request.until,
+        event_type: request.event_type.clone(),
+        source: request.source.clone(),
+        order: Order::OldestFirst,
+        ..Query::default()
+    };
+    let mut analyzer = trace_analytics::Analyzer::new(Default::default());
+    let mut seen = 0usize;
+    while seen < MAX_RANGE_EVENTS {
+        q.limit = Some(MAX_PAGE.min(MAX_RANGE_EVENTS - seen));
+        let (page, missing) = cluster.query_page(&q).await?;
+        missing.warn();
+        seen += page.entries.len();
+        for e in &page.entries {
+            crate::api::observe_stored(&mut analyzer, e);
+        }
+        match page.next_cursor {
+            Some(c) if !page.entries.is_empty() => q.cursor = Some(c),
+            _ => break,
+        }
+    }
+    let now = chrono::Utc::now();
+    let end = request.until.unwrap_or(now).min(now);
+    analyzer.advance_to(end);
+    crate::api::analytics_reply(verb, AnalyticsScope::Range, request, analyzer.report(end))
+        .map_err(|e| anyhow::anyhow!("{}", e.message))
 }
 
 /// The reply of `verb` as its typed report.

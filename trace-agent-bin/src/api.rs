@@ -567,10 +567,7 @@ impl ApiState {
             let mut seen = 0u64;
             self.store
                 .scan(&q, |e| {
-                    // the agent's own outputs are not analysed live either
-                    if !e.event_type.starts_with("trace.") {
-                        analyzer.observe(&e);
-                    }
+                    observe_stored(&mut analyzer, &e);
                     seen += 1;
                     if seen >= cap {
                         std::ops::ControlFlow::Break(())
@@ -583,30 +580,49 @@ impl ApiState {
             analyzer.advance_to(end);
             (AnalyticsScope::Range, analyzer.report(end))
         };
-        let head = AnalyticsReply {
-            scope,
-            since: req.since,
-            until: req.until,
-            events: report.events,
-            generated_at: report.generated_at,
-            report: (),
-        };
-        match verb {
-            "stats" => encode_reply(
-                &head.with(StatsAndPerformance {
-                    stats: report.stats,
-                    performance: report.performance,
-                }),
-                enc,
-            ),
-            "players" => encode_reply(&head.with(report.players), enc),
-            "patterns" => encode_reply(&head.with(report.patterns), enc),
-            "trends" => encode_reply(&head.with(report.trends), enc),
-            "anomalies" => encode_reply(&head.with(report.anomalies), enc),
-            other => Err(ApiError::bad_request(format!(
+        encode_reply(&analytics_reply(verb, scope, req, report)?, enc)
+    }
+}
+
+/// The answer of the analytics `verb` for `report`: the head (scope, range, events) and the
+/// part asked for, as the API sends it.
+pub fn analytics_reply(
+    verb: &str,
+    scope: AnalyticsScope,
+    req: &AnalyticsRequest,
+    report: trace_analytics::AnalyticsReport,
+) -> Result<serde_json::Value, ApiError> {
+    let head = AnalyticsReply {
+        scope,
+        since: req.since,
+        until: req.until,
+        events: report.events,
+        generated_at: report.generated_at,
+        report: (),
+    };
+    let value = match verb {
+        "stats" => serde_json::to_value(head.with(StatsAndPerformance {
+            stats: report.stats,
+            performance: report.performance,
+        })),
+        "players" => serde_json::to_value(head.with(report.players)),
+        "patterns" => serde_json::to_value(head.with(report.patterns)),
+        "trends" => serde_json::to_value(head.with(report.trends)),
+        "anomalies" => serde_json::to_value(head.with(report.anomalies)),
+        other => {
+            return Err(ApiError::bad_request(format!(
                 "unknown analytics verb {other}"
-            ))),
+            )))
         }
+    };
+    value.map_err(ApiError::internal)
+}
+
+/// Feeds one stored entry to a range analysis; the agent's own outputs (`trace.*`) are not
+/// analysed, live or over a range.
+pub fn observe_stored(analyzer: &mut trace_analytics::Analyzer, e: &TraceEntry) {
+    if !e.event_type.starts_with("trace.") {
+        analyzer.observe(e);
     }
 }
 
@@ -614,6 +630,7 @@ impl ApiState {
 pub async fn serve(
     client: async_nats::Client,
     name: &str,
+    instance: &str,
     state: Arc<ApiState>,
     concurrency: usize,
     mut shutdown: watch::Receiver<bool>,
@@ -621,17 +638,32 @@ pub async fn serve(
     let service = client
         .service_builder()
         .description("trace-agent: recorded game events, queries and analytics")
+        .metadata([(INSTANCE_META.to_owned(), instance.to_owned())].into())
         .start(name, env!("CARGO_PKG_VERSION"))
         .await
         .map_err(|e| anyhow::anyhow!("starting the micro service {name}: {e}"))?;
-    let group = service.group(API_PREFIX);
+    // every verb twice: on the shared subjects (one instance of the queue group answers) and
+    // on this instance's own, for scatter-gather over all instances
+    let shared = service.group(API_PREFIX);
+    let own_prefix = instance_prefix(instance);
+    let own = service.group_with_queue_group(&own_prefix, format!("i-{instance}"));
     let limit = Arc::new(Semaphore::new(concurrency));
     let mut tasks = tokio::task::JoinSet::new();
-    for verb in VERBS {
+    let endpoints = VERBS
+        .iter()
+        .map(|verb| (&shared, API_PREFIX, (*verb).to_owned(), *verb))
+        .chain(
+            VERBS
+                .iter()
+                .map(|verb| (&own, own_prefix.as_str(), format!("{verb}-own"), *verb)),
+        );
+    for (group, prefix, endpoint_name, verb) in endpoints {
         let mut endpoint = group
-            .endpoint(*verb)
+            .endpoint_builder()
+            .name(endpoint_name)
+            .add(verb)
             .await
-            .map_err(|e| anyhow::anyhow!("adding endpoint {API_PREFIX}.{verb}: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("adding endpoint {prefix}.{verb}: {e}"))?;
         let (state, limit, verb) = (state.clone(), limit.clone(), (*verb).to_owned());
         tasks.spawn(async move {
             while let Some(request) = endpoint.next().await {
@@ -670,7 +702,7 @@ pub async fn serve(
             }
         });
     }
-    tracing::info!(service = name, subjects = %format!("{API_PREFIX}.{{{}}}", VERBS.join(",")), "API serving");
+    tracing::info!(service = name, instance, subjects = %format!("{API_PREFIX}.{{{}}} and {own_prefix}.*", VERBS.join(",")), "API serving");
     let _ = shutdown.changed().await;
     tasks.abort_all();
     service
@@ -678,6 +710,25 @@ pub async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("stopping the micro service: {e}"))?;
     Ok(())
+}
+
+/// How long discovery waits for one more instance after the last reply.
+pub const DISCOVERY_QUIET: Duration = Duration::from_millis(250);
+
+/// The micro service metadata key holding the instance name.
+pub const INSTANCE_META: &str = "trace_instance";
+
+/// Where one instance's own endpoints are: `trace.api.i.<instance>.<verb>`, next to the
+/// shared `trace.api.<verb>` that any one instance answers.
+pub fn instance_prefix(instance: &str) -> String {
+    format!("{API_PREFIX}.i.{instance}")
+}
+
+/// The part of a discovery (`$SRV.PING`) reply this CLI reads.
+#[derive(Debug, Deserialize)]
+struct ServicePing {
+    #[serde(default)]
+    metadata: std::collections::HashMap<String, String>,
 }
 
 /// The CLI's side: requests to a running agent.
@@ -702,13 +753,79 @@ impl ApiClient {
         })
     }
 
-    /// Sends `req` to `trace.api.<verb>` as JSON and decodes the JSON reply.
+    /// Sends `req` to `trace.api.<verb>` (whichever instance takes it) as JSON and decodes the
+    /// JSON reply.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         verb: &str,
         req: &Req,
     ) -> anyhow::Result<Resp> {
-        let subject = format!("{API_PREFIX}.{verb}");
+        self.call_subject(format!("{API_PREFIX}.{verb}"), req).await
+    }
+
+    /// The agent instances answering on this bus, by name, found through the micro service
+    /// discovery (`$SRV.PING`): every reply that arrives while the replies keep coming
+    /// (`DISCOVERY_QUIET` after the last one), within the timeout.
+    pub async fn instances(&self) -> anyhow::Result<Vec<String>> {
+        let inbox = self.client.new_inbox();
+        let mut replies = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .context("subscribing to the discovery replies")?;
+        self.client
+            .publish_with_reply("$SRV.PING", inbox, Bytes::new())
+            .await
+            .context("sending the discovery ping")?;
+        self.client
+            .flush()
+            .await
+            .context("sending the discovery ping")?;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut names = Vec::new();
+        loop {
+            // the first reply may take up to the timeout, later ones come close together
+            let wait = if names.is_empty() {
+                deadline
+            } else {
+                (tokio::time::Instant::now() + DISCOVERY_QUIET).min(deadline)
+            };
+            match tokio::time::timeout_at(wait, replies.next()).await {
+                Ok(Some(msg)) => {
+                    if let Ok(ping) = serde_json::from_slice::<ServicePing>(&msg.payload) {
+                        if let Some(name) = ping.metadata.get(INSTANCE_META) {
+                            names.push(name.clone());
+                        }
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// Sends `req` to every instance in `instances` at once; each answer (or why there is
+    /// none) by instance, within the timeout.
+    pub async fn gather<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        instances: &[String],
+        verb: &str,
+        req: &Req,
+    ) -> Vec<(String, anyhow::Result<Resp>)> {
+        let calls = instances.iter().map(|name| async move {
+            let subject = format!("{}.{verb}", instance_prefix(name));
+            (name.clone(), self.call_subject(subject, req).await)
+        });
+        futures::future::join_all(calls).await
+    }
+
+    async fn call_subject<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        subject: String,
+        req: &Req,
+    ) -> anyhow::Result<Resp> {
         let body = serde_json::to_vec(req)?;
         let reply = tokio::time::timeout(
             self.timeout,

@@ -10,13 +10,12 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use trace_core::human::{parse_duration, parse_time_arg};
 use trace_core::query::MAX_PAGE;
-use trace_core::{Category, Order, Query, QueryPage, Severity, TraceEntry};
+use trace_core::{Category, Order, Query, Severity, TraceEntry};
 
 use crate::analytics_cli::{AnalyticsArgs, DetectArgs};
-use crate::api::{
-    ApiClient, ExplainReply, IdRequest, QuarantineReply, QuarantineRequest, StoreInfoReply,
-};
-use crate::config::{AgentConfig, FlagOverrides, NatsFlag};
+use crate::api::{ApiClient, QuarantineReply, QuarantineRequest, StoreInfoReply};
+use crate::cluster::Cluster;
+use crate::config::{AgentConfig, FlagOverrides, NatsFlag, NATS_ENV_ALIASES};
 use crate::output;
 use crate::tools::{EmitArgs, ExportArgs, ImportArgs, TailArgs};
 use trace_core::auth::NatsAuth;
@@ -74,6 +73,8 @@ pub enum Command {
     Import(ImportArgs),
     /// Run the agent and a simulated game for a while, then report what it found.
     Demo(crate::demo::DemoArgs),
+    /// Measure ingest, store, queries, analytics and the client against targets (own nats-server).
+    Bench(crate::bench::BenchArgs),
     /// Check every stored block (checksums, decoding); --repair removes corrupt ones.
     Verify(VerifyArgs),
     /// Remove a player's events from every segment and from the analytics state (privacy).
@@ -339,11 +340,18 @@ pub fn load_run_config(args: &RunArgs) -> anyhow::Result<AgentConfig> {
     let env: BTreeMap<String, String> = std::env::vars()
         .filter(|(k, _)| k.starts_with("TRACE_AGENT_"))
         .collect();
+    // clap fills the `--nats-*`/`--tls-*` flags from their variables too; a value that is the
+    // variable's own is left to the environment layer, so an error names the variable.
+    let mut nats = args.auth.flags();
+    nats.retain(|f| {
+        let var = NATS_ENV_ALIASES.iter().find(|(_, key)| *key == f.key);
+        var.and_then(|(var, _)| env.get(*var)) != Some(&f.value)
+    });
     let flags = FlagOverrides {
         nats_url: args.nats_url.clone(),
         data_dir: args.data_dir.clone(),
         http_addr: args.http_addr.clone(),
-        nats: args.auth.flags(),
+        nats,
     };
     Ok(AgentConfig::load(args.config.as_deref(), &env, &flags)?)
 }
@@ -407,10 +415,12 @@ pub async fn run_client(command: Command) -> anyhow::Result<ExitCode> {
             let mut q = args.to_query()?;
             let limit = args.limit.unwrap_or(DEFAULT_LIMIT);
             let api = args.conn.api().await?;
+            let cluster = Cluster::discover(&api).await?;
             let mut entries: Vec<TraceEntry> = Vec::new();
             loop {
                 q.limit = Some((limit - entries.len()).min(MAX_PAGE));
-                let page: QueryPage = api.call("query", &q).await?;
+                let (page, missing) = cluster.query_page(&q).await?;
+                missing.warn();
                 let got = page.entries.len();
                 if args.conn.json {
                     for e in &page.entries {
@@ -430,14 +440,7 @@ pub async fn run_client(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Get(args) => {
             let api = args.conn.api().await?;
-            let e: TraceEntry = api
-                .call(
-                    "get",
-                    &IdRequest {
-                        id: args.id.clone(),
-                    },
-                )
-                .await?;
+            let e = Cluster::discover(&api).await?.get(&args.id).await?;
             if args.conn.json {
                 writeln!(out, "{}", serde_json::to_string(&e)?)?;
             } else {
@@ -446,14 +449,7 @@ pub async fn run_client(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Explain(args) => {
             let api = args.conn.api().await?;
-            let reply: ExplainReply = api
-                .call(
-                    "explain",
-                    &IdRequest {
-                        id: args.id.clone(),
-                    },
-                )
-                .await?;
+            let reply = Cluster::discover(&api).await?.explain(&args.id).await?;
             if args.conn.json {
                 for e in &reply.chain {
                     writeln!(out, "{}", serde_json::to_string(e)?)?;
@@ -469,14 +465,22 @@ pub async fn run_client(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Quarantine(args) => {
             let api = args.conn.api().await?;
-            let reply: QuarantineReply = api
-                .call(
-                    "quarantine",
-                    &QuarantineRequest {
-                        limit: Some(args.limit),
-                    },
-                )
+            let req = QuarantineRequest {
+                limit: Some(args.limit),
+            };
+            let (replies, missing) = Cluster::discover(&api)
+                .await?
+                .ask::<_, QuarantineReply>("quarantine", &req)
                 .await?;
+            missing.warn();
+            let mut reply = QuarantineReply {
+                total: replies.iter().map(|(_, r)| r.total).sum(),
+                records: replies.into_iter().flat_map(|(_, r)| r.records).collect(),
+            };
+            reply
+                .records
+                .sort_by_key(|r| std::cmp::Reverse(r.received_at));
+            reply.records.truncate(args.limit);
             if args.conn.json {
                 for r in &reply.records {
                     writeln!(out, "{}", serde_json::to_string(r)?)?;
@@ -499,28 +503,75 @@ pub async fn run_client(command: Command) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode(2));
                 }
             };
-            let health: HealthStatus = match api.call("health", &serde_json::json!({})).await {
-                Ok(h) => h,
+            let asked = match Cluster::discover(&api).await {
+                Ok(cluster) => {
+                    cluster
+                        .ask::<_, HealthStatus>("health", &serde_json::json!({}))
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            let (answers, missing) = match asked {
+                Ok(a) => a,
                 Err(e) => {
                     eprintln!("unhealthy: {e:#}");
                     return Ok(ExitCode(2));
                 }
             };
-            if args.conn.json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&health)?)?;
-            } else {
-                output::health(&health, &mut out)?;
+            missing.warn();
+            // the worst instance decides; one that did not answer is unhealthy
+            let worst = answers
+                .iter()
+                .map(|(_, h)| h.status.exit_code())
+                .chain(missing.0.iter().map(|_| 2))
+                .max()
+                .unwrap_or(2);
+            match answers.as_slice() {
+                [(_, health)] if missing.0.is_empty() => {
+                    if args.conn.json {
+                        writeln!(out, "{}", serde_json::to_string_pretty(health)?)?;
+                    } else {
+                        output::health(health, &mut out)?;
+                    }
+                }
+                _ => {
+                    if args.conn.json {
+                        let map: BTreeMap<&str, &HealthStatus> =
+                            answers.iter().map(|(n, h)| (n.as_str(), h)).collect();
+                        let doc = serde_json::json!({ "exit_code": worst, "instances": map });
+                        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+                    } else {
+                        for (name, health) in &answers {
+                            writeln!(out, "instance {name}:")?;
+                            output::health(health, &mut out)?;
+                        }
+                    }
+                }
             }
             out.flush().context("writing output")?;
-            return Ok(ExitCode(health.status.exit_code().clamp(0, 2) as u8));
+            return Ok(ExitCode(worst.clamp(0, 2) as u8));
         }
         Command::Alerts(args) => {
             let api = args.conn.api().await?;
-            let alerts: AlertList = api.call("alerts", &serde_json::json!({})).await?;
-            if args.conn.json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&alerts)?)?;
-            } else {
-                output::alerts(&alerts, &mut out)?;
+            let cluster = Cluster::discover(&api).await?;
+            let (answers, missing) = cluster
+                .ask::<_, AlertList>("alerts", &serde_json::json!({}))
+                .await?;
+            missing.warn();
+            for (name, alerts) in &answers {
+                if args.conn.json {
+                    if cluster.is_scaled_out() {
+                        let doc = serde_json::json!({ "instance": name, "alerts": alerts });
+                        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+                    } else {
+                        writeln!(out, "{}", serde_json::to_string_pretty(alerts)?)?;
+                    }
+                } else {
+                    if cluster.is_scaled_out() {
+                        writeln!(out, "instance {name}:")?;
+                    }
+                    output::alerts(alerts, &mut out)?;
+                }
             }
         }
         Command::Stats(args) => crate::analytics_cli::run("stats", &args).await?,
@@ -543,7 +594,16 @@ pub async fn run_client(command: Command) -> anyhow::Result<ExitCode> {
                 player: args.player.clone(),
                 token: args.token.clone(),
             };
-            let reply: crate::api::ForgetReply = api.call("forget", &req).await?;
+            let (replies, missing) = Cluster::discover(&api)
+                .await?
+                .ask::<_, crate::api::ForgetReply>("forget", &req)
+                .await?;
+            missing.warn();
+            let reply = crate::api::ForgetReply {
+                player: args.player.clone(),
+                events_removed: replies.iter().map(|(_, r)| r.events_removed).sum(),
+                analytics_state_removed: replies.iter().any(|(_, r)| r.analytics_state_removed),
+            };
             if args.conn.json {
                 writeln!(out, "{}", serde_json::to_string(&reply)?)?;
             } else {
@@ -577,7 +637,25 @@ pub async fn run_client(command: Command) -> anyhow::Result<ExitCode> {
                         repair: args.repair,
                         token: args.token.clone(),
                     };
-                    api.call("verify", &req).await?
+                    let (replies, missing) = Cluster::discover(&api)
+                        .await?
+                        .ask::<_, trace_store::VerifyReport>("verify", &req)
+                        .await?;
+                    missing.warn();
+                    let several = replies.len() > 1;
+                    let mut total = trace_store::VerifyReport::default();
+                    for (name, r) in replies {
+                        total.segments += r.segments;
+                        total.blocks += r.blocks;
+                        total.repaired += r.repaired;
+                        total.corrupt.extend(r.corrupt.into_iter().map(|mut c| {
+                            if several {
+                                c.segment = format!("{name}/{}", c.segment);
+                            }
+                            c
+                        }));
+                    }
+                    total
                 }
             };
             if args.conn.json {
@@ -620,6 +698,11 @@ pub async fn run_client(command: Command) -> anyhow::Result<ExitCode> {
             crate::demo::run(&args).await?;
             return Ok(ExitCode(0));
         }
+        Command::Bench(args) => {
+            drop(out);
+            crate::bench::run(&args).await?;
+            return Ok(ExitCode(0));
+        }
         Command::Top(args) => {
             drop(out);
             crate::top::run(&args).await?;
@@ -627,11 +710,42 @@ pub async fn run_client(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::StoreInfo(args) => {
             let api = args.conn.api().await?;
-            let info: StoreInfoReply = api.call("store_info", &serde_json::json!({})).await?;
-            if args.conn.json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&info)?)?;
-            } else {
-                output::store_info(&info, &mut out)?;
+            let cluster = Cluster::discover(&api).await?;
+            let (answers, missing) = cluster
+                .ask::<_, StoreInfoReply>("store_info", &serde_json::json!({}))
+                .await?;
+            missing.warn();
+            match answers.as_slice() {
+                [(_, info)] if !cluster.is_scaled_out() => {
+                    if args.conn.json {
+                        writeln!(out, "{}", serde_json::to_string_pretty(info)?)?;
+                    } else {
+                        output::store_info(info, &mut out)?;
+                    }
+                }
+                _ => {
+                    let events: u64 = answers.iter().map(|(_, i)| i.store.events).sum();
+                    let bytes: u64 = answers.iter().map(|(_, i)| i.store.bytes_on_disk).sum();
+                    if args.conn.json {
+                        let map: BTreeMap<&str, &StoreInfoReply> =
+                            answers.iter().map(|(n, i)| (n.as_str(), i)).collect();
+                        let doc = serde_json::json!({
+                            "events": events, "bytes_on_disk": bytes, "instances": map
+                        });
+                        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+                    } else {
+                        for (name, info) in &answers {
+                            writeln!(out, "instance {name}:")?;
+                            output::store_info(info, &mut out)?;
+                        }
+                        writeln!(
+                            out,
+                            "{} instances: {events} events, {} on disk",
+                            answers.len(),
+                            trace_core::human::format_bytes(bytes)
+                        )?;
+                    }
+                }
             }
         }
     }

@@ -22,6 +22,9 @@ pub const OWN_OUTPUTS: [&str; 2] = ["trace.alerts.>", "trace.anomalies.>"];
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentConfig {
+    /// This instance's name among agents sharing the bus (letters, digits, `-`, `_`); unset:
+    /// generated once and kept in `<data_dir>/instance.id`.
+    pub instance: Option<String>,
     /// NATS server URL.
     pub nats_url: String,
     /// NATS credentials and TLS (`[nats]`: user/password, token, nkey, creds file, CA, client
@@ -87,6 +90,7 @@ impl Default for AnalyticsSection {
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
+            instance: None,
             nats_url: "nats://127.0.0.1:4222".into(),
             nats: trace_core::auth::NatsAuth::default(),
             privacy: trace_core::privacy::PrivacyConfig::default(),
@@ -119,6 +123,8 @@ pub struct StreamSection {
     /// `Nats-Msg-Id` duplicate window.
     #[serde(with = "human_duration")]
     pub duplicate_window: Duration,
+    /// JetStream replicas of the stream on a cluster (1 to 5; set when it is created).
+    pub replicas: usize,
 }
 
 impl Default for StreamSection {
@@ -129,6 +135,7 @@ impl Default for StreamSection {
             max_age: d.max_age,
             max_bytes: d.max_bytes as u64,
             duplicate_window: d.duplicate_window,
+            replicas: d.replicas,
         }
     }
 }
@@ -443,7 +450,8 @@ impl AgentConfig {
             return Err((
                 "nats_url".into(),
                 format!(
-                    "{url:?} is not a NATS URL: use nats://HOST:PORT (or tls://, ws://, wss://)"
+                    "{:?} is not a NATS URL: use nats://HOST:PORT (or tls://, ws://, wss://)",
+                    trace_core::auth::redact_url(url)
                 ),
             ));
         }
@@ -451,6 +459,18 @@ impl AgentConfig {
             .validate()
             .map_err(|e| (format!("nats.{}", e.key), e.reason))?;
         self.privacy_policy()?;
+        if !(1..=5).contains(&self.stream.replicas) {
+            return Err((
+                "stream.replicas".into(),
+                format!(
+                    "must be 1 to 5 (JetStream's limit), got {}",
+                    self.stream.replicas
+                ),
+            ));
+        }
+        if let Some(name) = &self.instance {
+            valid_instance_name(name).map_err(|why| ("instance".to_owned(), why))?;
+        }
         if self.data_dir.as_os_str().is_empty() {
             return Err(("data_dir".into(), "must not be empty".into()));
         }
@@ -610,13 +630,16 @@ impl AgentConfig {
             max_age: self.stream.max_age,
             max_bytes: self.stream.max_bytes as i64,
             duplicate_window: self.stream.duplicate_window,
+            replicas: self.stream.replicas,
         }
     }
 
     /// The analytics consumer's spec (the recorder's batching, its own durable name).
-    pub fn analytics_consumer_spec(&self) -> ConsumerSpec {
+    /// Each instance analyses the whole stream, so its consumer is its own:
+    /// `<analytics.consumer>-<instance>`.
+    pub fn analytics_consumer_spec(&self, instance: &str) -> ConsumerSpec {
         ConsumerSpec {
-            durable: self.analytics.consumer.clone(),
+            durable: format!("{}-{instance}", self.analytics.consumer),
             ..self.consumer_spec()
         }
     }
@@ -630,6 +653,22 @@ impl AgentConfig {
             max_ack_pending: self.recorder.max_ack_pending,
             ack_wait: self.recorder.ack_wait,
         }
+    }
+}
+
+/// An instance name is one NATS subject token and part of a consumer name.
+pub fn valid_instance_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not an instance name: use 1 to 64 letters, digits, `-` or `_`"
+        ))
     }
 }
 

@@ -41,11 +41,11 @@ pub struct DemoArgs {
     pub keep: bool,
 }
 
-/// A nats-server the demo started for itself; killed on drop.
-struct PrivateNats {
+/// A nats-server the demo (or the bench) started for itself; killed on drop.
+pub(crate) struct PrivateNats {
     child: Child,
     _dir: tempfile::TempDir,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for PrivateNats {
@@ -55,7 +55,7 @@ impl Drop for PrivateNats {
     }
 }
 
-fn nats_server_binary() -> Option<PathBuf> {
+pub(crate) fn nats_server_binary() -> Option<PathBuf> {
     std::env::var_os("PATH")
         .into_iter()
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
@@ -78,7 +78,7 @@ fn answers(url: &str) -> bool {
         .is_some_and(|addr| TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok())
 }
 
-fn start_private_nats(binary: &PathBuf) -> anyhow::Result<PrivateNats> {
+pub(crate) fn start_private_nats(binary: &PathBuf) -> anyhow::Result<PrivateNats> {
     let dir = tempfile::tempdir().context("creating a temp dir for nats-server")?;
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let log = std::fs::File::create(dir.path().join("nats-server.log"))?;
@@ -108,7 +108,7 @@ fn start_private_nats(binary: &PathBuf) -> anyhow::Result<PrivateNats> {
 }
 
 /// A line that rewrites itself on a terminal and is printed now and then elsewhere.
-fn status(line: &str, tty: bool) {
+pub(crate) fn status(line: &str, tty: bool) {
     if tty {
         eprint!("\r{line}\x1b[K");
     } else {

@@ -5,8 +5,19 @@
 //! stream watermark in one atomic write, flushed, and only then acked. A failed write keeps
 //! the batch and retries (JetStream keeps the backlog); nothing is acked that is not durable,
 //! and nothing durable is stored twice.
+//!
+//! Same id, second message (policy): an envelope's `id` is its idempotence key and the first
+//! write wins. A later message (another stream sequence: a retry outside JetStream's
+//! `Nats-Msg-Id` window, or a publisher reusing ids) with an id already recorded is only acked
+//! when its subject and payload bytes are the same (a retry: counted in `duplicates_skipped`),
+//! and quarantined as `duplicate_id`, raw bytes kept, when they differ. The ids checked are
+//! those of the batch and of the last [`RECENT_IDS`] entries with a publisher-chosen id that
+//! this process recorded or found already durable; an older id met again is stored a second
+//! time (checking every id against the whole store would read blocks on every batch).
+//! Redeliveries of one stream sequence are caught by the watermark lookup, at any age.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash as _, Hasher as _};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +30,7 @@ use trace_core::bus::{
     ack_all, durable_consumer, ensure_stream, mark_in_progress, BatchReader, ConsumerSpec,
     StreamPosition, StreamSpec,
 };
-use trace_core::{DecodeErrorKind, Decoder, TraceEntry};
+use trace_core::{DecodeError, DecodeErrorKind, Decoder, EventId, TraceEntry};
 use trace_monitor::Monitor;
 use trace_store::{AppendBatch, QuarantineRecord, Store};
 
@@ -109,6 +120,43 @@ enum Decoded {
     Quarantine(QuarantineRecord, DecodeErrorKind),
 }
 
+/// How many publisher-chosen ids the same-id policy remembers (see the module docs): about
+/// 4 MiB of memory.
+pub const RECENT_IDS: usize = 65_536;
+
+/// The publisher-chosen ids of the entries recorded last, each with the fingerprint of its
+/// message, oldest evicted first.
+#[derive(Default)]
+struct RecentIds {
+    fingerprints: HashMap<EventId, u64>,
+    order: VecDeque<EventId>,
+}
+
+impl RecentIds {
+    fn get(&self, id: &EventId) -> Option<u64> {
+        self.fingerprints.get(id).copied()
+    }
+
+    fn insert(&mut self, id: EventId, fingerprint: u64) {
+        if self.fingerprints.insert(id, fingerprint).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > RECENT_IDS {
+            if let Some(old) = self.order.pop_front() {
+                self.fingerprints.remove(&old);
+            }
+        }
+    }
+}
+
+/// What makes two messages with one id the same message: subject and payload bytes.
+fn fingerprint(subject: &str, payload: &[u8]) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    subject.hash(&mut hasher);
+    payload.hash(&mut hasher);
+    hasher.finish()
+}
+
 impl Recorder {
     /// Runs until `shutdown` turns true: binds the stream and consumer, then records batch
     /// after batch. On shutdown the batch in hand is finished (stored, flushed, acked).
@@ -124,6 +172,7 @@ impl Recorder {
             .await
             .context("starting the recording consumer")?;
         let name = self.consumer.durable.clone();
+        let mut recent = RecentIds::default();
         let mut watermark = {
             let store = self.store.clone();
             let name = name.clone();
@@ -141,7 +190,9 @@ impl Recorder {
             let Some(batch) = batch else {
                 anyhow::bail!("the recording consumer's message stream ended");
             };
-            watermark = self.record(batch, watermark, &name, &mut shutdown).await?;
+            watermark = self
+                .record(batch, watermark, &name, &mut recent, &mut shutdown)
+                .await?;
             if *shutdown.borrow() {
                 break;
             }
@@ -160,6 +211,7 @@ impl Recorder {
         batch: Vec<jetstream::Message>,
         watermark: u64,
         name: &str,
+        recent: &mut RecentIds,
         shutdown: &mut watch::Receiver<bool>,
     ) -> anyhow::Result<u64> {
         let started = Instant::now();
@@ -168,37 +220,29 @@ impl Recorder {
             .received
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let mut decoded = Vec::with_capacity(batch.len());
+        // (publisher-chosen id, fingerprint) of each entry that has one
+        let mut chosen_ids = Vec::with_capacity(batch.len());
         let mut maybe_seen = Vec::new();
         let mut batch_seqs = HashSet::with_capacity(batch.len());
         let mut in_batch_duplicates = HashSet::new();
         let mut max_seq = watermark;
         for (i, msg) in batch.iter().enumerate() {
             let position = StreamPosition::of(msg);
-            let (seq, published) = (position.seq, position.published);
+            let seq = position.seq;
             max_seq = max_seq.max(seq);
             let incoming = position.incoming(&self.stream.name, msg);
             let d = match self.decoder.decode(&incoming) {
-                Ok(entry) => Decoded::Entry(entry),
-                Err(err) => Decoded::Quarantine(
-                    QuarantineRecord {
-                        received_at: published,
-                        subject: msg.subject.to_string(),
-                        kind: err.kind.as_str().to_owned(),
-                        reason: if self.decoder.privacy().is_some() {
-                            format!("{err} (payload not kept: a [privacy] policy is active)")
-                        } else {
-                            err.to_string()
-                        },
-                        stream_seq: (seq > 0).then_some(seq),
-                        // with a privacy policy the raw payload could hold what it removes
-                        raw: if self.decoder.privacy().is_some() {
-                            Vec::new()
-                        } else {
-                            msg.payload.to_vec()
-                        },
-                    },
-                    err.kind,
-                ),
+                Ok(entry) => {
+                    chosen_ids.push(
+                        (Some(entry.id) != incoming.fallback_id)
+                            .then(|| (entry.id, fingerprint(msg.subject.as_str(), &msg.payload))),
+                    );
+                    Decoded::Entry(entry)
+                }
+                Err(err) => {
+                    chosen_ids.push(None);
+                    self.quarantine(msg, position, err)
+                }
             };
             // At or below the watermark, a message may already be durable: JetStream can hand
             // a message out again (after ack_wait, a nak, or a crash), and has been seen to do
@@ -214,6 +258,34 @@ impl Recorder {
         }
         let mut skip = self.already_durable(&decoded, &maybe_seen).await?;
         skip.extend(in_batch_duplicates);
+        // the same-id policy (module docs): first write wins
+        let mut remember = Vec::new();
+        let mut batch_ids: HashMap<EventId, u64> = HashMap::new();
+        for (i, chosen) in chosen_ids.into_iter().enumerate() {
+            let Some((id, print)) = chosen else { continue };
+            if skip.contains(&i) {
+                remember.push((id, print));
+                continue;
+            }
+            match batch_ids.get(&id).copied().or_else(|| recent.get(&id)) {
+                None => {
+                    batch_ids.insert(id, print);
+                }
+                Some(first) if first == print => {
+                    skip.insert(i);
+                }
+                Some(_) => {
+                    let err = DecodeError {
+                        kind: DecodeErrorKind::DuplicateId,
+                        detail: format!(
+                            "duplicate id {id} with different content: an entry with this id \
+                             is already recorded (the first write wins)"
+                        ),
+                    };
+                    decoded[i] = self.quarantine(&batch[i], StreamPosition::of(&batch[i]), err);
+                }
+            }
+        }
         let mut entries = Vec::with_capacity(decoded.len());
         let mut quarantined = Vec::new();
         let mut quarantine_kinds = Vec::new();
@@ -237,9 +309,12 @@ impl Recorder {
         let entries = Arc::new(entries);
         let quarantined = Arc::new(quarantined);
         let mut backoff = Duration::from_millis(100);
-        // Append once; if only the flush fails, retry the flush, not the append (appending
-        // again would write the batch twice).
-        let mut appended = false;
+        // After a failed write the store reopens its active segment (sled takes no more
+        // writes until then), which keeps exactly what reached the disk: this batch (one
+        // atomic write) is there entirely or not at all. So a retry appends only what a lookup
+        // does not find; appending it all again could store it twice, and flushing alone
+        // could ack what was lost.
+        let mut retry = false;
         loop {
             let (store, e, q, n) = (
                 self.store.clone(),
@@ -247,21 +322,24 @@ impl Recorder {
                 quarantined.clone(),
                 name.to_owned(),
             );
-            let (now_appended, result) = tokio::task::spawn_blocking(move || {
-                if !appended {
-                    let batch = AppendBatch {
-                        entries: &e,
-                        quarantined: &q,
-                        checkpoint: Some((&n, max_seq)),
-                    };
-                    if let Err(err) = store.append(batch) {
-                        return (false, Err(err));
-                    }
-                }
-                (true, store.flush())
+            let result = tokio::task::spawn_blocking(move || {
+                let missing;
+                let (e, q): (&[TraceEntry], &[QuarantineRecord]) = if retry {
+                    store.recover()?;
+                    missing = not_yet_stored(&store, &e, &q)?;
+                    (&missing.0, &missing.1)
+                } else {
+                    (&e, &q)
+                };
+                store.append(AppendBatch {
+                    entries: e,
+                    quarantined: q,
+                    checkpoint: Some((&n, max_seq)),
+                })?;
+                store.flush()
             })
             .await?;
-            appended = now_appended;
+            retry = true;
             match result {
                 Ok(()) => break,
                 Err(err) => {
@@ -284,6 +362,9 @@ impl Recorder {
             }
         }
         stats.store_failing.store(false, Ordering::Relaxed);
+        for (id, print) in batch_ids.into_iter().chain(remember) {
+            recent.insert(id, print);
+        }
         stats
             .stored
             .fetch_add(entries.len() as u64, Ordering::Relaxed);
@@ -317,6 +398,36 @@ impl Recorder {
         );
         metrics.record_store_write_ok(now);
         Ok(max_seq)
+    }
+
+    /// The quarantine record of a refused message (without its payload under a privacy policy,
+    /// which the raw bytes could defeat).
+    fn quarantine(
+        &self,
+        msg: &jetstream::Message,
+        position: StreamPosition,
+        err: DecodeError,
+    ) -> Decoded {
+        let private = self.decoder.privacy().is_some();
+        Decoded::Quarantine(
+            QuarantineRecord {
+                received_at: position.published,
+                subject: msg.subject.to_string(),
+                kind: err.kind.as_str().to_owned(),
+                reason: if private {
+                    format!("{err} (payload not kept: a [privacy] policy is active)")
+                } else {
+                    err.to_string()
+                },
+                stream_seq: (position.seq > 0).then_some(position.seq),
+                raw: if private {
+                    Vec::new()
+                } else {
+                    msg.payload.to_vec()
+                },
+            },
+            err.kind,
+        )
     }
 
     /// Which of the possibly-seen messages are already in the store (by id for entries, by
@@ -361,4 +472,31 @@ impl Recorder {
         }
         Ok(found)
     }
+}
+
+/// The entries and quarantine records of a batch that the store does not hold (by id, and by
+/// stream position for quarantine records), for a retry after a failed write.
+fn not_yet_stored(
+    store: &Store,
+    entries: &[TraceEntry],
+    quarantined: &[QuarantineRecord],
+) -> trace_store::Result<(Vec<TraceEntry>, Vec<QuarantineRecord>)> {
+    let ids: Vec<EventId> = entries.iter().map(|e| e.id).collect();
+    let present = store.contains_ids(&ids)?;
+    let entries = entries
+        .iter()
+        .filter(|e| !present.contains(&e.id))
+        .cloned()
+        .collect();
+    let mut missing = Vec::new();
+    for q in quarantined {
+        let stored = match q.stream_seq {
+            Some(seq) if seq > 0 => store.has_quarantined(seq)?,
+            _ => false,
+        };
+        if !stored {
+            missing.push(q.clone());
+        }
+    }
+    Ok((entries, missing))
 }

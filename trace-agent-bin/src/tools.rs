@@ -14,8 +14,8 @@ use trace_core::codec::json_to_value;
 use trace_core::query::MAX_PAGE;
 use trace_core::subject::publish_subject;
 use trace_core::{
-    decode_stored_entry, encode_entry_vec, Category, Decoder, EventId, Incoming, Order, QueryPage,
-    Severity, SourceKind, SubjectScheme, TraceEntry,
+    decode_stored_entry, encode_entry_vec, Category, Decoder, EventId, Incoming, Order, Severity,
+    SourceKind, SubjectScheme, TraceEntry,
 };
 
 use crate::cli::QueryArgs;
@@ -308,7 +308,7 @@ pub struct ExportArgs {
 }
 
 /// A progress line on stderr when it is a terminal, at most a few times a second.
-struct Progress {
+pub(crate) struct Progress {
     on: bool,
     what: &'static str,
     started: Instant,
@@ -317,7 +317,7 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(what: &'static str, total: Option<u64>) -> Self {
+    pub(crate) fn new(what: &'static str, total: Option<u64>) -> Self {
         let now = Instant::now();
         Progress {
             on: std::io::stderr().is_terminal(),
@@ -328,7 +328,7 @@ impl Progress {
         }
     }
 
-    fn show(&mut self, done: u64, force: bool) {
+    pub(crate) fn show(&mut self, done: u64, force: bool) {
         if !self.on || (!force && self.last.elapsed() < Duration::from_millis(200)) {
             return;
         }
@@ -350,7 +350,7 @@ impl Progress {
         eprint!("\r{bar}{} {done} events ({rate:.0}/s)   ", self.what);
     }
 
-    fn finish(&mut self, done: u64) {
+    pub(crate) fn finish(&mut self, done: u64) {
         self.show(done, true);
         if self.on {
             eprintln!();
@@ -365,11 +365,17 @@ pub async fn export(args: &ExportArgs) -> anyhow::Result<()> {
     q.order = Order::OldestFirst;
     let conn = &args.filter.conn;
     let api = conn.api().await?;
-    let total = api
-        .call::<_, serde_json::Value>("store_info", &serde_json::json!({}))
+    let cluster = crate::cluster::Cluster::discover(&api).await?;
+    let total = cluster
+        .ask::<_, serde_json::Value>("store_info", &serde_json::json!({}))
         .await
         .ok()
-        .and_then(|v| v["events"].as_u64());
+        .map(|(answers, _)| {
+            answers
+                .iter()
+                .filter_map(|(_, v)| v["events"].as_u64())
+                .sum()
+        });
     let file = std::fs::File::create(&args.output)
         .with_context(|| format!("creating {}", args.output.display()))?;
     let mut out = BufWriter::new(file);
@@ -379,7 +385,8 @@ pub async fn export(args: &ExportArgs) -> anyhow::Result<()> {
     loop {
         let want = limit.map_or(MAX_PAGE as u64, |l| (l - written).min(MAX_PAGE as u64));
         q.limit = Some(want as usize);
-        let page: QueryPage = api.call("query", &q).await?;
+        let (page, missing) = cluster.query_page(&q).await?;
+        missing.warn();
         for e in &page.entries {
             match format {
                 FileFormat::JsonLines => {

@@ -186,7 +186,9 @@ mod tests {
     /// the classic estimator switches from linear counting (about 41,000 at p = 14).
     #[test]
     fn estimate_is_unbiased_across_the_linear_counting_switch() {
-        for n in [100u64, 5_000, 30_000, 38_000, 41_000, 45_000, 60_000, 200_000] {
+        for n in [
+            100u64, 5_000, 30_000, 38_000, 41_000, 45_000, 60_000, 200_000,
+        ] {
             let mut worst = 0.0f64;
             let mut mean = 0.0;
             for salt in 0..20 {

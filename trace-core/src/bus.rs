@@ -56,13 +56,25 @@ pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, BusErr
 }
 
 /// `connect` with credentials and TLS settings (see [`crate::auth::NatsAuth`]); invalid
-/// settings are refused before any connection attempt, naming the key.
+/// settings are refused before any connection attempt, naming the key, and so is a URL with
+/// credentials in it (`nats://user:pass@host`), which the client would ignore.
 pub async fn connect_auth(
     url: &str,
     name: &str,
     auth: &crate::auth::NatsAuth,
 ) -> Result<async_nats::Client, BusError> {
     let options = auth.apply(async_nats::ConnectOptions::new().name(name))?;
+    if crate::auth::redact_url(url) != url {
+        // async-nats 0.51 drops them silently: the server would only say "authorization
+        // violation", with the right password in hand
+        return Err(BusError::Connect {
+            url: crate::auth::redact_url(url),
+            reason: "credentials in the URL are not used by the NATS client".to_owned(),
+            hint: "give them with --nats-user/--nats-password or --nats-token (or the \
+                   TRACE_AGENT_NATS_* variables, or the agent's [nats] section)"
+                .to_owned(),
+        });
+    }
     connect_with(url, options).await
 }
 
@@ -88,16 +100,15 @@ pub async fn connect_with(
         .await
         .map_err(|e| {
             use async_nats::ConnectErrorKind as K;
+            let reason = e.to_string();
             let hint = match e.kind() {
                 K::AuthorizationViolation | K::Authentication => {
                     "the server refused the credentials: check \
                      --nats-user/--nats-password, --nats-token, --nats-creds or --nats-nkey \
                      (TRACE_AGENT_NATS_* variables, or the agent's [nats] section)"
                 }
-                K::Tls => {
-                    "TLS failed: check --tls-ca, --tls-cert and --tls-key (or tls_ca, \
-                     tls_cert, tls_key in [nats]) and that the server speaks TLS"
-                }
+                K::Tls => TLS_HINT,
+                _ if looks_like_tls_failure(&reason) => TLS_HINT,
                 _ => {
                     "is nats-server running there, with the credentials and TLS settings it \
                      needs? set --nats-url or TRACE_AGENT_NATS_URL"
@@ -105,10 +116,23 @@ pub async fn connect_with(
             };
             BusError::Connect {
                 url: crate::auth::redact_url(url),
-                reason: e.to_string(),
+                reason,
                 hint: hint.to_owned(),
             }
         })
+}
+
+const TLS_HINT: &str = "TLS failed: check --tls-ca (the CA the server's certificate chains \
+     to), --tls-cert and --tls-key (a client certificate, if the server verifies clients), or \
+     tls_ca, tls_cert, tls_key in [nats]; and that the server speaks TLS";
+
+/// async-nats reports a failed TLS handshake (an untrusted server certificate, a client
+/// certificate the server refused) as an I/O error; only its text tells.
+fn looks_like_tls_failure(reason: &str) -> bool {
+    let reason = reason.to_ascii_lowercase();
+    ["certificate", "tls", "handshake", "fatal alert"]
+        .iter()
+        .any(|w| reason.contains(w))
 }
 
 /// The input stream: a file stream over the input subjects with age and size limits and a
@@ -125,6 +149,9 @@ pub struct StreamSpec {
     pub max_bytes: i64,
     /// Window in which a repeated `Nats-Msg-Id` is dropped.
     pub duplicate_window: Duration,
+    /// Copies JetStream keeps on a cluster (1 on a single server; 3 to survive the loss of a
+    /// server). Applied when the stream is created; an existing stream keeps its own.
+    pub replicas: usize,
 }
 
 impl StreamSpec {
@@ -136,6 +163,7 @@ impl StreamSpec {
             max_age: Duration::from_secs(24 * 3600),
             max_bytes: 1024 * 1024 * 1024,
             duplicate_window: Duration::from_secs(120),
+            replicas: 1,
         }
     }
 }
@@ -153,6 +181,10 @@ pub async fn ensure_stream(
         Ok(mut existing) => {
             let info = existing.info().await.map_err(|e| err(e.to_string()))?;
             let mut config = info.config.clone();
+            if config.num_replicas != spec.replicas {
+                tracing::warn!(stream = %spec.name, existing = config.num_replicas, configured = spec.replicas,
+                    "the stream exists with another replica count; keeping it (change it with `nats stream edit`)");
+            }
             let missing: Vec<String> = spec
                 .subjects
                 .iter()
@@ -179,6 +211,7 @@ pub async fn ensure_stream(
                 max_age: spec.max_age,
                 max_bytes: spec.max_bytes,
                 duplicate_window: spec.duplicate_window,
+                num_replicas: spec.replicas,
                 discard: stream::DiscardPolicy::Old,
                 ..Default::default()
             })
@@ -393,4 +426,26 @@ pub async fn ack_all(batch: &[jetstream::Message]) -> usize {
         }
     }
     failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_like_tls_failure;
+
+    #[test]
+    fn handshake_failures_reported_as_io_errors_are_recognised() {
+        // what async-nats 0.51 says for an untrusted server and a refused client certificate
+        assert!(looks_like_tls_failure(
+            "IO error: invalid peer certificate: UnknownIssuer"
+        ));
+        assert!(looks_like_tls_failure(
+            "IO error: received fatal alert: BadCertificate"
+        ));
+        assert!(!looks_like_tls_failure(
+            "IO error: Connection refused (os error 111)"
+        ));
+        assert!(!looks_like_tls_failure(
+            "authorization violation: nats: authorization violation"
+        ));
+    }
 }

@@ -328,9 +328,11 @@ impl TraceClientBuilder {
         Ok(self.connect_options(move || {
             auth.apply(async_nats::ConnectOptions::new())
                 .unwrap_or_else(|e| {
-                    // a file went away since `auth` checked it: connect without, and say why
+                    // a file went away since `auth` checked it: connect without the credentials
+                    // (the server refuses, and the client spills) and say why, but never
+                    // without the TLS that was asked for
                     tracing::warn!(error = %e, "NATS credentials unusable; connecting without them");
-                    async_nats::ConnectOptions::new()
+                    async_nats::ConnectOptions::new().require_tls(auth.wants_tls())
                 })
         }))
     }

@@ -30,7 +30,7 @@ use rmpv::Value;
 
 use crate::entry::{Category, EventId, Severity, TraceEntry};
 use crate::error::{DecodeError, DecodeErrorKind, FieldError};
-use crate::limits::Limits;
+use crate::limits::{Limits, MAX_DEPTH_LIMIT};
 use crate::subject::{SubjectInfo, SubjectScheme};
 
 /// The msgpack extension type of timestamps.
@@ -1083,7 +1083,10 @@ pub fn encode_entry_vec(entry: &TraceEntry) -> Vec<u8> {
 /// Decodes one entry written by [`encode_entry`] from the front of `buf`, advancing it.
 /// Used for stored blocks: every field must be present, no subject defaults apply.
 pub fn decode_stored_entry(buf: &mut &[u8]) -> Result<TraceEntry, DecodeError> {
-    let value = rmpv::decode::read_value(buf)
+    // rmpv recurses and counts two units per container level: room for the deepest entry the
+    // decoder can accept (the envelope map, `MAX_DEPTH_LIMIT` levels, a leaf), and no more, so
+    // a damaged block cannot overflow the stack.
+    let value = rmpv::decode::read_value_with_max_depth(buf, 2 * MAX_DEPTH_LIMIT + 8)
         .map_err(|e| DecodeError::new(DecodeErrorKind::Malformed, format!("stored entry: {e}")))?;
     match value {
         Value::Map(fields) => envelope_to_entry(fields, &Limits::stored(), None),

@@ -48,6 +48,15 @@ impl fmt::Display for EventId {
 impl FromStr for EventId {
     type Err = FieldError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // 26 base32 characters hold 130 bits; the ulid crate drops the top two, so
+        // "8ZZZ...Z" would alias "0ZZZ...Z". The ULID spec says to refuse anything above
+        // "7ZZZZZZZZZZZZZZZZZZZZZZZZZ".
+        if s.len() == ulid::ULID_LEN && !matches!(s.as_bytes().first(), Some(b'0'..=b'7')) {
+            return Err(FieldError::Invalid {
+                field: "id",
+                reason: format!("{s:?} is not a ULID (larger than 7ZZZZZZZZZZZZZZZZZZZZZZZZZ)"),
+            });
+        }
         Ulid::from_string(s)
             .map(EventId)
             .map_err(|e| FieldError::Invalid {

@@ -43,6 +43,9 @@ pub enum DecodeErrorKind {
     Malformed,
     /// An envelope (a map with `type`) whose fields do not validate.
     InvalidEnvelope,
+    /// An envelope whose `id` an earlier message with different content already took (the
+    /// recorder's same-id policy: the first write wins).
+    DuplicateId,
 }
 
 impl DecodeErrorKind {
@@ -55,6 +58,7 @@ impl DecodeErrorKind {
             DecodeErrorKind::TooManyKeys => "too_many_keys",
             DecodeErrorKind::Malformed => "malformed",
             DecodeErrorKind::InvalidEnvelope => "invalid_envelope",
+            DecodeErrorKind::DuplicateId => "duplicate_id",
         }
     }
 }

@@ -5,12 +5,17 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// The highest `max_depth` a configuration may set: serde_json stops at 128 levels anyway, and
+/// the stored-entry reader (which recurses) is bounded to match, so it can never overflow a
+/// thread's stack.
+pub const MAX_DEPTH_LIMIT: usize = 128;
+
 /// Limits on incoming messages. Defaults:
 ///
 /// | field | default | what it bounds |
 /// |---|---|---|
 /// | `max_message_bytes` | 1 MiB | the whole payload |
-/// | `max_depth` | 32 | nesting of maps/arrays (the top level is depth 1) |
+/// | `max_depth` | 32 | nesting of maps/arrays (the top level is depth 1; at most [`MAX_DEPTH_LIMIT`]) |
 /// | `max_string_bytes` | 64 KiB | any one string, binary or ext value |
 /// | `max_map_keys` | 1024 | keys in any one map |
 /// | `max_array_len` | 65536 | elements in any one array |
@@ -70,6 +75,12 @@ impl Limits {
             if value < min {
                 return Err((name, format!("must be at least {min}, got {value}")));
             }
+        }
+        if self.max_depth > MAX_DEPTH_LIMIT {
+            return Err((
+                "max_depth",
+                format!("must be at most {MAX_DEPTH_LIMIT}, got {}", self.max_depth),
+            ));
         }
         if self.max_future_skew > Duration::from_secs(100 * 365 * 86_400) {
             return Err((

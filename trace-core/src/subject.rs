@@ -143,6 +143,10 @@ impl SubjectScheme {
     /// Classifies a subject. A subject that matches no input (possible when the stream binds
     /// more subjects than configured) is treated as the first input's kind with the whole
     /// subject as its type's source.
+    ///
+    /// The source and type are always valid names (non-empty, no control characters), since
+    /// entries carrying them must read back from the store: nats-server accepts subjects with
+    /// control characters, which become U+FFFD here; empty tokens are skipped.
     pub fn classify(&self, subject: &str) -> SubjectInfo {
         let tokens: Vec<&str> = subject.split('.').collect();
         let matched = self
@@ -158,8 +162,15 @@ impl SubjectScheme {
         };
         let source = tokens
             .get(prefix)
-            .map_or_else(|| kind.as_str().to_owned(), |s| (*s).to_owned());
-        let rest = tokens.get(prefix + 1..).unwrap_or(&[]);
+            .filter(|s| !s.is_empty())
+            .map_or_else(|| kind.as_str().to_owned(), |s| token_name(s));
+        let rest: Vec<String> = tokens
+            .get(prefix + 1..)
+            .unwrap_or(&[])
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| token_name(s))
+            .collect();
         let event_type = if rest.is_empty() {
             "message".to_owned()
         } else {
@@ -177,6 +188,14 @@ impl Default for SubjectScheme {
     fn default() -> Self {
         SubjectScheme::new(default_inputs())
     }
+}
+
+/// A subject token as a name: control characters replaced by U+FFFD.
+fn token_name(token: &str) -> String {
+    token
+        .chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
 }
 
 /// The subject a publisher uses: `game.<kind>.<source>.<type>`.
@@ -276,6 +295,15 @@ mod tests {
         let info = scheme.classify("game.state.world");
         assert_eq!(info.source, "world");
         assert_eq!(info.event_type, "message");
+        // always valid names: nats-server takes control characters in subjects
+        let info = scheme.classify("game.agent.\u{1}npc.a\u{7f}..b.");
+        assert_eq!(info.source, "\u{fffd}npc");
+        assert_eq!(info.event_type, "a\u{fffd}.b");
+        let info = scheme.classify("game.agent..x");
+        assert_eq!(
+            (info.source.as_str(), info.event_type.as_str()),
+            ("agent", "x")
+        );
     }
 
     #[test]

@@ -116,14 +116,20 @@ impl Segment {
             state: RwLock::new(SegmentState::default()),
             db: Mutex::new(None),
         };
-        match fs::read(&sealed_path) {
-            Ok(bytes) => {
-                let state: SegmentState =
-                    rmp_serde::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-                        what: SEALED_FILE.into(),
-                        path: dir.to_owned(),
-                        detail: e.to_string(),
-                    })?;
+        let sealed = match fs::read(&sealed_path) {
+            Ok(bytes) => match rmp_serde::from_slice::<SegmentState>(&bytes) {
+                Ok(state) => Ok(state),
+                // the summary file is only a cache of what the database holds: rebuild it
+                Err(e) => {
+                    tracing::warn!(segment = %dir.display(), error = %e,
+                        "{SEALED_FILE} unreadable; reading the segment's state from its database");
+                    Err(std::io::Error::from(std::io::ErrorKind::NotFound))
+                }
+            },
+            Err(e) => Err(e),
+        };
+        match sealed {
+            Ok(state) => {
                 *segment.state_mut() = state;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -167,6 +173,27 @@ impl Segment {
     /// Closes the database handle (reads reopen it).
     pub(crate) fn close(&self) {
         self.db_slot().take();
+    }
+
+    /// Opens the database again (the active segment, after a failed write) and reads its state
+    /// back from what is on disk. Fails while another handle is alive, e.g. a reader's in the
+    /// middle of a read (sled locks the database file): the caller tries again later.
+    pub(crate) fn reopen(&self, cache_bytes: u64) -> Result<sled::Db> {
+        let db = {
+            let mut slot = self.db_slot();
+            slot.take();
+            let db = open_db(&self.dir, cache_bytes, true)?;
+            *slot = Some(db.clone());
+            db
+        };
+        let (created_ms, disk_bytes) = {
+            let st = self.state();
+            (st.created_ms, st.disk_bytes)
+        };
+        let mut state = read_state(&db, &self.dir, created_ms)?;
+        state.disk_bytes = disk_bytes;
+        *self.state_mut() = state;
+        Ok(db)
     }
 
     /// Seals: writes `sealed.mp` atomically (tmp + rename), flushes and closes the database,

@@ -137,7 +137,11 @@ pub struct MaintainReport {
 
 struct Writer {
     active: Arc<Segment>,
-    db: sled::Db,
+    /// The active segment's database; `None` only while it is being reopened.
+    db: Option<sled::Db>,
+    /// A write or flush failed since the database was opened: sled takes no more writes
+    /// from it (it keeps its first I/O error), so the next append reopens it first.
+    failed: bool,
     pending: PendingBlock,
     /// The key the pending block is currently written under (rewritten until full).
     tail_seq: Option<u64>,
@@ -215,7 +219,22 @@ impl Store {
             }
         }
         let retired = read_retired(&cfg.dir);
-        let counter = segments.len() as u64;
+        // after every name in use, set-aside ones included, so a new segment never takes the
+        // name of one that exists (segments set aside or deleted make `len` too small)
+        let counter = fs::read_dir(&segments_dir)
+            .map_err(|e| StoreError::io("list", &segments_dir, e))?
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let stem = name.split('.').next()?.to_owned();
+                stem.strip_prefix("seg-")?
+                    .rsplit('-')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .max()
+            .map_or(0, |c| c + 1);
         let active = Arc::new(Segment::create(
             &segments_dir,
             now_ms(now),
@@ -229,7 +248,8 @@ impl Store {
         Ok(Store {
             writer: Mutex::new(Writer {
                 active,
-                db,
+                db: Some(db),
+                failed: false,
                 pending: PendingBlock::default(),
                 tail_seq: None,
                 next_seq: 0,
@@ -270,15 +290,43 @@ impl Store {
     /// `append` with an explicit clock (rotation by time uses it).
     pub fn append_at(&self, batch: AppendBatch<'_>, now: DateTime<Utc>) -> Result<()> {
         let mut w = self.writer();
+        self.recover_locked(&mut w)?;
         self.rotate_if_due(&mut w, now)?;
         let result = self.append_locked(&mut w, batch, now);
-        if result.is_err() {
+        if let Err(e) = &result {
             // The pending block may hold entries that were not written: forget it. What the
             // tail key holds on disk stays valid; new blocks take new keys.
             w.pending.clear();
             w.tail_seq = None;
+            w.failed |= is_write_failure(e);
         }
         result
+    }
+
+    /// Reopens the active segment's database if a write or flush failed since it was opened
+    /// (e.g. the disk was full): sled refuses every write after its first I/O error until it
+    /// is opened again, which recovers exactly what reached the disk. Returns whether it
+    /// reopened. [`Store::append`] does this first by itself; a caller retrying a batch calls
+    /// it before looking up which of the batch's entries are stored, because an append that
+    /// failed to flush is either entirely on disk or not at all (one atomic sled batch).
+    pub fn recover(&self) -> Result<bool> {
+        let mut w = self.writer();
+        self.recover_locked(&mut w)
+    }
+
+    fn recover_locked(&self, w: &mut Writer) -> Result<bool> {
+        if !w.failed {
+            return Ok(false);
+        }
+        // every handle must be gone before sled opens the database again (its file lock)
+        w.db = None;
+        w.pending.clear();
+        w.tail_seq = None;
+        let db = w.active.reopen(self.cfg.cache_bytes)?;
+        w.db = Some(db);
+        w.failed = false;
+        tracing::warn!(segment = %w.active.name, "store reopened its active segment after a failed write");
+        Ok(true)
     }
 
     fn append_locked(
@@ -357,7 +405,9 @@ impl Store {
         }
         let ms = now_ms(now);
         sled_batch.insert(b"lastwrite", &ms.to_be_bytes());
-        w.db.apply_batch(sled_batch)
+        w.db.as_ref()
+            .ok_or_else(|| not_open(&w.active.dir))?
+            .apply_batch(sled_batch)
             .map_err(|e| StoreError::sled("write batch", &w.active.dir, e))?;
         let mut st = w.active.state_mut();
         for s in new_summaries {
@@ -375,11 +425,25 @@ impl Store {
     }
 
     /// Makes everything appended so far durable (fsync). Ack only after this returns.
+    ///
+    /// After a failed write it fails until an append has reopened the active segment: what
+    /// was appended before may not have survived, so a flush alone must not report it durable.
     pub fn flush(&self) -> Result<()> {
-        let db = self.writer().db.clone();
-        db.flush()
-            .map(|_| ())
-            .map_err(|e| StoreError::sled("flush", self.cfg.dir.clone(), e))
+        let db = {
+            let w = self.writer();
+            if w.failed {
+                return Err(StoreError::io(
+                    "flush",
+                    &w.active.dir,
+                    std::io::Error::other("an earlier write failed: append again"),
+                ));
+            }
+            w.db.clone().ok_or_else(|| not_open(&w.active.dir))?
+        };
+        db.flush().map(|_| ()).map_err(|e| {
+            self.writer().failed = true;
+            StoreError::sled("flush", self.cfg.dir.clone(), e)
+        })
     }
 
     /// The highest stream sequence stored under `name` (0 if none).
@@ -446,7 +510,8 @@ impl Store {
             let st = old.state();
             st.summaries.is_empty() && st.quarantined == 0
         };
-        w.db = db;
+        w.db = Some(db);
+        w.failed = false;
         w.pending.clear();
         w.tail_seq = None;
         w.next_seq = 0;
@@ -1025,11 +1090,23 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        let db = self.writer().db.clone();
-        if let Err(e) = db.flush() {
+        if let Err(e) = self.flush() {
             tracing::error!(error = %e, "final flush of the store failed");
         }
     }
+}
+
+/// Whether an append failed writing (sled or the file system), as opposed to encoding.
+fn is_write_failure(e: &StoreError) -> bool {
+    matches!(e, StoreError::Sled { .. } | StoreError::Io { .. })
+}
+
+fn not_open(dir: &std::path::Path) -> StoreError {
+    StoreError::io(
+        "write",
+        dir,
+        std::io::Error::other("the active segment is not open (reopening failed)"),
+    )
 }
 
 /// An entry ranked so that the heap's top is the worst of the kept ones.

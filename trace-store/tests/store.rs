@@ -497,6 +497,74 @@ fn a_corrupt_block_is_skipped_not_fatal() {
         640 - 64,
         "exactly the corrupt block's entries are missing"
     );
+    // verify names it by location; repair removes it; then all is clean
+    let seg_name = seg
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .expect("name");
+    let report = store.verify(false).expect("verify");
+    assert_eq!(report.corrupt.len(), 1, "{report:?}");
+    assert_eq!(
+        (report.corrupt[0].segment.as_str(), report.corrupt[0].block),
+        (seg_name.as_str(), 3)
+    );
+    assert_eq!(report.corrupt[0].events, 64);
+    assert_eq!(
+        all(&store, Query::default()).len(),
+        640 - 64,
+        "verify only reads"
+    );
+    let repaired = store.verify(true).expect("repair");
+    assert_eq!(repaired.repaired, 1);
+    assert!(store.verify(false).expect("verify").corrupt.is_empty());
+    assert_eq!(all(&store, Query::default()).len(), 640 - 64);
+}
+
+#[test]
+fn startup_with_a_damaged_store_recovers_what_is_intact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // four segments of 100 events each (a restart seals the open one)
+    for round in 0..4u64 {
+        let store = Store::open_at(small_cfg(dir.path()), t0()).expect("open");
+        let events: Vec<_> = (round * 100..round * 100 + 100)
+            .map(|i| event(i, t0()))
+            .collect();
+        store
+            .append_at(
+                AppendBatch {
+                    entries: &events,
+                    ..Default::default()
+                },
+                t0(),
+            )
+            .expect("append");
+        store.flush().expect("flush");
+    }
+    let mut segs: Vec<_> = std::fs::read_dir(dir.path().join("segments"))
+        .expect("segments")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("sealed.mp").exists())
+        .collect();
+    segs.sort();
+    assert!(segs.len() >= 3, "{segs:?}");
+    // the first loses its summary file (a cache: rebuilt from its database) ...
+    std::fs::write(segs[0].join("sealed.mp"), b"\xc1 not msgpack").expect("garble");
+    // ... the second its database (unreadable: set aside, not fatal)
+    std::fs::remove_file(segs[1].join("sealed.mp")).expect("rm");
+    std::fs::remove_dir_all(segs[1].join("db")).expect("rm db");
+    std::fs::write(segs[1].join("db"), b"not a database").expect("garble");
+    let store = Store::open_at(small_cfg(dir.path()), t0()).expect("a damaged store still opens");
+    let got = all(&store, Query::default());
+    assert_eq!(got.len(), 300, "the three intact segments' events");
+    let aside = segs[1].with_extension("damaged");
+    assert!(
+        aside.exists(),
+        "the unreadable segment is kept aside for inspection"
+    );
+    drop(store);
+    let store = Store::open_at(small_cfg(dir.path()), t0()).expect("reopen");
+    assert_eq!(all(&store, Query::default()).len(), 300, "and stays so");
 }
 
 #[test]

@@ -7,11 +7,16 @@
 //! - `mixed_traffic`: envelopes, raw game payloads and garbage; every query filter, ordering,
 //!   limits and paging, quarantine, `get`, `explain`, table output.
 //! - `crash`: SIGKILL while ingesting, restart, every event exactly once.
+//! - `faults`: five SIGKILLs under load, a nats-server restart under load, a full disk that is
+//!   then freed, and a flood with the agent's memory sampled: exactly once, health and alerts.
 //! - `shutdown`: SIGTERM drains and exits 0; nothing lost or doubled after a restart.
 //! - `retention`: age-based and size-based retention really free disk.
 //! - `client`: the publisher client delivers every event once and in order across a NATS
 //!   outage; the tracing layer turns spans into linked entries.
 //! - `bad_config`: bad configuration is refused up front, naming the key.
+//! - `bad_input`: random bytes, truncated msgpack, wrong types, oversized, 100,000-deep,
+//!   invalid UTF-8, NaN metrics, skewed clocks, bad ids, the same id twice, among valid events:
+//!   each quarantined with a reason or stored by its policy, the valid ones exactly once.
 //! - `harness`: the fixtures themselves (server restart keeps its store, publish window).
 //! - `service`: the API is a discoverable NATS micro service with the contract's errors.
 //! - `demo`: the newcomer's first command runs green and finds the injected faults.
@@ -20,9 +25,13 @@
 //!   the same events; `emit` publishes one.
 //! - `monitor`: rules fire and resolve once, health through a NATS outage, `/metrics`
 //!   counters against the traffic sent, a silent source's alert, bad rules refused.
+//! - `security`: TLS with client certificates, user/password, token, nkey and JWT credentials
+//!   files for the agent, the CLI and the publisher client; refusals that say why; no secret
+//!   in logs, output or `--help`.
 
 mod analytics;
 mod bad_config;
+mod bad_input;
 mod client;
 mod crash;
 mod demo;
@@ -31,6 +40,8 @@ mod mixed_traffic;
 mod monitor;
 mod privacy;
 mod retention;
+mod scale_out;
+mod security;
 mod service;
 mod shutdown;
 mod tools;
