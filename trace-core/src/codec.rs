@@ -22,6 +22,16 @@
 //!   values or in wrapped traffic is kept, same bytes, as a binary value, and the entry gets
 //!   `meta.invalid_utf8 = true`.
 //! - non-finite metrics are dropped and named in `meta.dropped_metrics`.
+//! - ids: a ULID string, refused (`invalid_envelope`) if it is not 26 Crockford base32
+//!   characters or is above `7ZZZZZZZZZZZZZZZZZZZZZZZZZ` (it would alias another id).
+//! - names taken from the subject (wrapped traffic, envelopes without `source`): control
+//!   characters, which nats-server lets through, become U+FFFD and empty tokens are skipped,
+//!   so every accepted entry reads back from the store (`SubjectScheme::classify`).
+//! - the same id twice is not the codec's to judge: the recorder keeps the first write and
+//!   quarantines a later, different message with that id as `duplicate_id`.
+//!
+//! Whatever the input, decoding never panics and never recurses without bound (property tests
+//! in `tests/decode_props.rs`, a cargo-fuzz target in `fuzz/`).
 
 use std::collections::BTreeMap;
 

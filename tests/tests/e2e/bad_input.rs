@@ -657,6 +657,7 @@ async fn bad_input_is_quarantined_or_handled_by_policy_and_valid_traffic_survive
         check_policies(&lines, &messages)?;
         let by_kind = check_quarantine(&cli, &expected).await?;
         check_counters(&agent, &by_kind, &expected).await?;
+        eprintln!("bad_input: quarantined by kind {by_kind:?}");
         // the figures of the battery: the battery's messages, plus the one over max_payload,
         // the Nats-Msg-Id pair and the final event
         let bad = messages.len() - valid_ids.len() + 2;
