@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use trace_analytics::{AnalyticsConfig, Analyzer, Anomaly};
 use trace_core::bus::{
-    ack_all, durable_consumer, ensure_stream, BatchReader, ConsumerSpec, StreamPosition, StreamSpec,
+    ack_all, durable_consumer, ensure_stream, mark_in_progress, BatchReader, ConsumerSpec,
+    StreamPosition, StreamSpec,
 };
 use trace_core::{encode_entry_vec, Category, Decoder, EventId, Severity, TraceEntry};
 
@@ -157,6 +158,8 @@ impl AnalyticsDriver {
         stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // stay well under max_ack_pending, or JetStream stops delivering before we checkpoint
         let ack_threshold = (self.consumer.max_ack_pending as usize / 2).max(1);
+        // after a failed checkpoint only the tick retries, not every batch
+        let mut checkpoint_failing = false;
         tracing::info!(consumer = %self.consumer.durable, "analytics started");
         loop {
             tokio::select! {
@@ -167,8 +170,8 @@ impl AnalyticsDriver {
                     for a in anomalies {
                         publish_anomaly(&js, &a).await;
                     }
-                    if unacked.len() >= ack_threshold {
-                        self.checkpoint_and_ack(&mut consumer, &mut unacked, &mut seen).await?;
+                    if unacked.len() >= ack_threshold && !checkpoint_failing {
+                        checkpoint_failing = !self.checkpoint_or_keep(&mut consumer, &mut unacked, &mut seen).await;
                     }
                 }
                 _ = checkpoint_tick.tick() => {
@@ -183,7 +186,7 @@ impl AnalyticsDriver {
                             publish_anomaly(&js, &a).await;
                         }
                     }
-                    self.checkpoint_and_ack(&mut consumer, &mut unacked, &mut seen).await?;
+                    checkpoint_failing = !self.checkpoint_or_keep(&mut consumer, &mut unacked, &mut seen).await;
                 }
                 _ = stats_tick.tick() => {
                     let report = lock(&self.live).report(Utc::now());
@@ -228,6 +231,30 @@ impl AnalyticsDriver {
             }
         }
         live.drain_anomalies()
+    }
+
+    /// [`Self::checkpoint_and_ack`], but a failure (a full disk) does not stop the analytics:
+    /// it is logged and the messages stay unacked (marked in progress, so JetStream does not
+    /// hand them out again meanwhile) until a later checkpoint succeeds. Returns whether this
+    /// one did.
+    async fn checkpoint_or_keep(
+        &self,
+        consumer: &mut jetstream::consumer::PullConsumer,
+        unacked: &mut Vec<jetstream::Message>,
+        seen: &mut SeenSequences,
+    ) -> bool {
+        match self.checkpoint_and_ack(consumer, unacked, seen).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    unacked = unacked.len(),
+                    "analytics checkpoint failed; messages kept unacked until one succeeds"
+                );
+                mark_in_progress(unacked).await;
+                false
+            }
+        }
     }
 
     /// Writes the checkpoint (tmp file, fsync, rename), then acks what it covers and forgets

@@ -45,8 +45,8 @@ pub struct BenchArgs {
     /// Events pre-filled into the stream and drained [default: 1,000,000; --quick 20,000].
     #[arg(long, value_name = "N")]
     pub ingest_events: Option<u64>,
-    /// Record a CPU profile of the agent while it drains the stream (`perf record -g`, needs
-    /// perf; slows the agent, so its figures from that run are not comparable).
+    /// Record a CPU profile of the agent (analytics off: the ingest path alone) while it drains
+    /// the stream (`perf record`, needs perf; slows that run, so its figures are not comparable).
     #[arg(long, value_name = "FILE")]
     pub perf: Option<PathBuf>,
     /// Run only these phases (repeat or comma-separate) [default: all].
@@ -82,7 +82,7 @@ impl Sizes {
         let base = if args.quick {
             Sizes {
                 store_events: 200_000,
-                queries: 50,
+                queries: 10,
                 ingest_events: 20_000,
                 analytics_events: 100_000,
                 log_rounds: 100,
@@ -119,7 +119,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         report.add(Figure::new(
             "client_log_event_median_ns",
             format!(
-                "TraceClient::log_event cost per call (median of {} rounds of {})",
+                "TraceClient::log_event cost per call, {{x, y}} payload (median of {} rounds of {})",
                 cost.rounds,
                 publisher::CALLS_PER_ROUND
             ),
@@ -134,6 +134,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 "calls_per_round": publisher::CALLS_PER_ROUND,
                 "median_ns": cost.median_ns,
                 "p99_ns": cost.p99_ns,
+                "with_string_and_one_meta_pair_median_ns": cost.richer_median_ns,
             }),
         );
     }

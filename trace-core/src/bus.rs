@@ -290,6 +290,10 @@ pub struct BatchReader {
     messages: consumer::pull::Stream,
     batch_size: usize,
     batch_wait: Duration,
+    /// The batch being filled and when it closes: kept here, not in `next_batch`'s future,
+    /// so a caller that drops that future (a `select!` branch losing) loses no message.
+    filling: Vec<jetstream::Message>,
+    closes_at: Option<tokio::time::Instant>,
 }
 
 impl BatchReader {
@@ -314,27 +318,39 @@ impl BatchReader {
             messages,
             batch_size: spec.batch_size,
             batch_wait: spec.batch_wait,
+            filling: Vec::new(),
+            closes_at: None,
         })
     }
 
     /// The next batch (never empty), or `None` when the stream of messages ended. Transient
     /// errors (missed heartbeats while NATS is away) are logged and waited out.
+    ///
+    /// Cancel-safe: if the future is dropped before it completes (e.g. in `select!`), the
+    /// messages taken so far stay in the reader and open the next call's batch; otherwise
+    /// they would wait out `ack_wait` to be delivered again.
     pub async fn next_batch(&mut self) -> Option<Vec<jetstream::Message>> {
-        let first = loop {
-            match self.messages.next().await? {
-                Ok(m) => break m,
-                Err(e) => {
-                    tracing::warn!(error = %e, "pull consumer error; retrying");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
+        let closes_at = match self.closes_at {
+            Some(at) => at,
+            None => {
+                let first = loop {
+                    match self.messages.next().await? {
+                        Ok(m) => break m,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "pull consumer error; retrying");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                };
+                self.filling.push(first);
+                let at = tokio::time::Instant::now() + self.batch_wait;
+                self.closes_at = Some(at);
+                at
             }
         };
-        let mut batch = Vec::with_capacity(self.batch_size);
-        batch.push(first);
-        let deadline = tokio::time::Instant::now() + self.batch_wait;
-        while batch.len() < self.batch_size {
-            match tokio::time::timeout_at(deadline, self.messages.next()).await {
-                Ok(Some(Ok(m))) => batch.push(m),
+        while self.filling.len() < self.batch_size {
+            match tokio::time::timeout_at(closes_at, self.messages.next()).await {
+                Ok(Some(Ok(m))) => self.filling.push(m),
                 Ok(Some(Err(e))) => {
                     tracing::warn!(error = %e, "pull consumer error during a batch");
                     break;
@@ -342,7 +358,8 @@ impl BatchReader {
                 Ok(None) | Err(_) => break,
             }
         }
-        Some(batch)
+        self.closes_at = None;
+        Some(std::mem::take(&mut self.filling))
     }
 }
 
@@ -353,6 +370,12 @@ impl BatchReader {
     pub async fn release_buffered(&mut self) -> usize {
         use futures::FutureExt as _;
         let mut released = 0;
+        self.closes_at = None;
+        for m in std::mem::take(&mut self.filling) {
+            if m.ack_with(jetstream::AckKind::Nak(None)).await.is_ok() {
+                released += 1;
+            }
+        }
         while let Some(Some(item)) = self.messages.next().now_or_never() {
             if let Ok(m) = item {
                 if m.ack_with(jetstream::AckKind::Nak(None)).await.is_ok() {

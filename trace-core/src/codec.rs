@@ -585,6 +585,10 @@ fn plausible_ts(ts: DateTime<Utc>, received_at: DateTime<Utc>, limits: &Limits) 
 /// Replaces every string that is not valid UTF-8 (msgpack `str` with bad bytes) by a binary
 /// value holding the same bytes, keys included, without recursion. True if any was found.
 fn binary_for_bad_utf8(value: &mut Value) -> bool {
+    // nearly every value is valid: look first, without allocating
+    if !may_hold_bad_utf8(value, 8) {
+        return false;
+    }
     let mut found = false;
     let mut stack = vec![value];
     while let Some(v) = stack.pop() {
@@ -604,6 +608,20 @@ fn binary_for_bad_utf8(value: &mut Value) -> bool {
         }
     }
     found
+}
+
+/// False only if no string in `value` is invalid UTF-8; recurses at most `depth` levels and
+/// answers true below them (the caller then walks the value without recursion).
+fn may_hold_bad_utf8(value: &Value, depth: u8) -> bool {
+    match value {
+        Value::String(s) => s.is_err(),
+        Value::Array(_) | Value::Map(_) if depth == 0 => true,
+        Value::Array(items) => items.iter().any(|v| may_hold_bad_utf8(v, depth - 1)),
+        Value::Map(entries) => entries
+            .iter()
+            .any(|(k, v)| may_hold_bad_utf8(k, depth - 1) || may_hold_bad_utf8(v, depth - 1)),
+        _ => false,
+    }
 }
 
 fn parse_id(field: &'static str, value: Value) -> Result<EventId, DecodeError> {

@@ -148,34 +148,34 @@ impl SubjectScheme {
     /// entries carrying them must read back from the store: nats-server accepts subjects with
     /// control characters, which become U+FFFD here; empty tokens are skipped.
     pub fn classify(&self, subject: &str) -> SubjectInfo {
-        let tokens: Vec<&str> = subject.split('.').collect();
+        // Every message passes here: two allocations (the names), no token vectors.
         let matched = self
             .inputs
             .iter()
             .find(|i| subject_matches(&i.subject, subject));
         let (kind, prefix) = match matched {
             Some(i) => (i.kind, i.prefix_len()),
+            // no input matches: no token is taken as the source
             None => (
                 self.inputs.first().map_or(SourceKind::Agent, |i| i.kind),
-                tokens.len(),
+                usize::MAX,
             ),
         };
-        let source = tokens
-            .get(prefix)
-            .filter(|s| !s.is_empty())
-            .map_or_else(|| kind.as_str().to_owned(), |s| token_name(s));
-        let rest: Vec<String> = tokens
-            .get(prefix + 1..)
-            .unwrap_or(&[])
-            .iter()
-            .filter(|s| !s.is_empty())
-            .map(|s| token_name(s))
-            .collect();
-        let event_type = if rest.is_empty() {
-            "message".to_owned()
-        } else {
-            rest.join(".")
+        let mut tokens = subject.split('.').skip(prefix);
+        let source = match tokens.next() {
+            Some(s) if !s.is_empty() => token_name(s),
+            _ => kind.as_str().to_owned(),
         };
+        let mut event_type = String::with_capacity(subject.len());
+        for token in tokens.filter(|t| !t.is_empty()) {
+            if !event_type.is_empty() {
+                event_type.push('.');
+            }
+            push_token_name(&mut event_type, token);
+        }
+        if event_type.is_empty() {
+            event_type.push_str("message");
+        }
         SubjectInfo {
             kind,
             source,
@@ -192,10 +192,23 @@ impl Default for SubjectScheme {
 
 /// A subject token as a name: control characters replaced by U+FFFD.
 fn token_name(token: &str) -> String {
-    token
-        .chars()
-        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
-        .collect()
+    let mut name = String::with_capacity(token.len());
+    push_token_name(&mut name, token);
+    name
+}
+
+/// Appends `token` to `name` with control characters replaced by U+FFFD.
+fn push_token_name(name: &mut String, token: &str) {
+    // printable ASCII, by far the common case, is copied as it is
+    if token.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        name.push_str(token);
+    } else {
+        name.extend(
+            token
+                .chars()
+                .map(|c| if c.is_control() { '\u{fffd}' } else { c }),
+        );
+    }
 }
 
 /// The subject a publisher uses: `game.<kind>.<source>.<type>`.

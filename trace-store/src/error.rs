@@ -50,6 +50,19 @@ pub enum StoreError {
     /// Another process holds the store directory.
     #[error("the store in {0} is in use by another process (another trace-agent?): stop it or use another --data-dir")]
     Locked(PathBuf),
+    /// The store's file system has too little free space for a write; nothing was written.
+    #[error(
+        "no room to write in {path}: {free_bytes} bytes free, {needed_bytes} needed \
+         (the write is refused until space is freed)"
+    )]
+    DiskFull {
+        /// The segment directory.
+        path: PathBuf,
+        /// Free bytes on its file system (for unprivileged users).
+        free_bytes: u64,
+        /// What the write needs, with the reserve kept free.
+        needed_bytes: u64,
+    },
     /// An id asked for is not in the store.
     #[error("no event with id {0}")]
     NotFound(String),

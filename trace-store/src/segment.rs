@@ -175,6 +175,12 @@ impl Segment {
         self.db_slot().take();
     }
 
+    /// Takes the database handle out (for [`Segment::reopen`]: every handle must be gone
+    /// before sled opens the database again, since it locks the file).
+    pub(crate) fn take_db(&self) -> Option<sled::Db> {
+        self.db_slot().take()
+    }
+
     /// Opens the database again (the active segment, after a failed write) and reads its state
     /// back from what is on disk. Fails while another handle is alive, e.g. a reader's in the
     /// middle of a read (sled locks the database file): the caller tries again later.

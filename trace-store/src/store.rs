@@ -7,7 +7,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashSet};
 use std::fs;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, RwLock};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -142,6 +142,8 @@ struct Writer {
     /// A write or flush failed since the database was opened: sled takes no more writes
     /// from it (it keeps its first I/O error), so the next append reopens it first.
     failed: bool,
+    /// Signals when the failed database's handles have been dropped (on their own thread).
+    closing: Option<mpsc::Receiver<()>>,
     pending: PendingBlock,
     /// The key the pending block is currently written under (rewritten until full).
     tail_seq: Option<u64>,
@@ -250,6 +252,7 @@ impl Store {
                 active,
                 db: Some(db),
                 failed: false,
+                closing: None,
                 pending: PendingBlock::default(),
                 tail_seq: None,
                 next_seq: 0,
@@ -318,10 +321,32 @@ impl Store {
         if !w.failed {
             return Ok(false);
         }
-        // every handle must be gone before sled opens the database again (its file lock)
-        w.db = None;
         w.pending.clear();
         w.tail_seq = None;
+        // Every handle must be gone before sled opens the database again (its file lock).
+        // They are dropped on a thread of their own: sled flushes on drop, and after a failed
+        // blob write (a value over ~128 KiB) its flush never returns, which must not hold the
+        // writer (and with it the health loop and every append) forever.
+        if w.closing.is_none() {
+            let handles = (w.db.take(), w.active.take_db());
+            w.closing = Some(close_in_background(handles, &w.active.dir)?);
+        }
+        if let Some(closing) = &w.closing {
+            match closing.recv_timeout(CLOSE_WAIT) {
+                Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => w.closing = None,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    return Err(StoreError::io(
+                        "reopen",
+                        &w.active.dir,
+                        std::io::Error::other(
+                            "the failed database has not closed yet (sled is stuck after a \
+                             failed write); writes are refused until it does or the agent \
+                             restarts",
+                        ),
+                    ))
+                }
+            }
+        }
         let db = w.active.reopen(self.cfg.cache_bytes)?;
         w.db = Some(db);
         w.failed = false;
@@ -336,11 +361,14 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let mut sled_batch = sled::Batch::default();
+        // bytes of the values written, for the free-space check before sled sees them
+        let mut batch_bytes = 0u64;
         let mut new_summaries: Vec<BlockSummary> = Vec::new();
         let block_events = self.cfg.block_events;
         let build = |w: &mut Writer,
                      summaries: &mut Vec<BlockSummary>,
-                     sb: &mut sled::Batch|
+                     sb: &mut sled::Batch,
+                     bytes: &mut u64|
          -> Result<()> {
             let seq = match w.tail_seq {
                 Some(s) => s,
@@ -353,6 +381,7 @@ impl Store {
                 .pending
                 .build(seq, &mut w.compressor, &mut w.scratch)
                 .map_err(|e| StoreError::io("compress block", &w.active.dir, e))?;
+            *bytes += value.len() as u64;
             sb.insert(&segment::block_key(seq), value);
             let encoded = rmp_serde::to_vec_named(&summary).map_err(|e| StoreError::Corrupt {
                 what: format!("summary {seq}"),
@@ -367,13 +396,13 @@ impl Store {
         for e in batch.entries {
             w.pending.push(e);
             if w.pending.len() >= block_events {
-                build(w, &mut new_summaries, &mut sled_batch)?;
+                build(w, &mut new_summaries, &mut sled_batch, &mut batch_bytes)?;
                 w.pending.clear();
                 w.tail_seq = None;
             }
         }
         if !w.pending.is_empty() && !batch.entries.is_empty() {
-            build(w, &mut new_summaries, &mut sled_batch)?;
+            build(w, &mut new_summaries, &mut sled_batch, &mut batch_bytes)?;
             if w.pending.len() >= block_events / 2 {
                 // big enough to stand as a block: no rewrites under load
                 w.pending.clear();
@@ -398,6 +427,7 @@ impl Store {
                     segment::quarantine_key(QUARANTINE_LOCAL | w.next_q)
                 }
             };
+            batch_bytes += v.len() as u64;
             sled_batch.insert(&key, v);
         }
         if let Some((name, seq)) = batch.checkpoint {
@@ -405,6 +435,7 @@ impl Store {
         }
         let ms = now_ms(now);
         sled_batch.insert(b"lastwrite", &ms.to_be_bytes());
+        ensure_room(&w.active.dir, batch_bytes)?;
         w.db.as_ref()
             .ok_or_else(|| not_open(&w.active.dir))?
             .apply_batch(sled_batch)
@@ -1093,7 +1124,64 @@ impl Drop for Store {
         if let Err(e) = self.flush() {
             tracing::error!(error = %e, "final flush of the store failed");
         }
+        // a failed database may not close at all (see `recover_locked`): never wait for it
+        let mut w = self.writer();
+        if w.failed && w.closing.is_none() {
+            let handles = (w.db.take(), w.active.take_db());
+            let _ = close_in_background(handles, &w.active.dir);
+        }
     }
+}
+
+/// How long a retry waits for a failed database to close before giving up for this time.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Free space kept on the store's file system: a write that would leave less is refused
+/// before sled sees it ([`StoreError::DiskFull`]). sled 0.34 does not survive a full disk
+/// well: a failed log write makes it refuse every write until it is reopened, and a failed
+/// blob write leaves it unable to flush or close at all.
+const MIN_FREE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Refuses a write of `bytes` (sled may write them twice: log, then segment cleaning) that
+/// would leave less than [`MIN_FREE_BYTES`] free where `dir` is.
+#[cfg(unix)]
+#[allow(clippy::unnecessary_cast, clippy::useless_conversion)] // widths differ by platform
+fn ensure_room(dir: &std::path::Path, bytes: u64) -> Result<()> {
+    let Ok(st) = nix::sys::statvfs::statvfs(dir) else {
+        return Ok(());
+    };
+    let free = (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64);
+    let needed = bytes.saturating_mul(2).saturating_add(MIN_FREE_BYTES);
+    if free < needed {
+        return Err(StoreError::DiskFull {
+            path: dir.to_owned(),
+            free_bytes: free,
+            needed_bytes: needed,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn ensure_room(_dir: &std::path::Path, _bytes: u64) -> Result<()> {
+    Ok(())
+}
+
+/// Drops a failed database's handles on a thread of their own; the receiver hears when
+/// they are gone.
+fn close_in_background(
+    handles: (Option<sled::Db>, Option<sled::Db>),
+    dir: &std::path::Path,
+) -> Result<mpsc::Receiver<()>> {
+    let (done, closed) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("store-close".into())
+        .spawn(move || {
+            drop(handles);
+            let _ = done.send(());
+        })
+        .map_err(|e| StoreError::io("start a thread to close", dir, e))?;
+    Ok(closed)
 }
 
 /// Whether an append failed writing (sled or the file system), as opposed to encoding.

@@ -20,6 +20,8 @@
 //! - `harness`: the fixtures themselves (server restart keeps its store, publish window).
 //! - `service`: the API is a discoverable NATS micro service with the contract's errors.
 //! - `demo`: the newcomer's first command runs green and finds the injected faults.
+//! - `bench`: `trace-agent bench --quick` runs every phase and reports every figure with its
+//!   target, the machine and the command line.
 //! - `privacy`: `forget` removes a player everywhere; destructive verbs need the admin token.
 //! - `tools`: `tail` sees what comes after it; `export` then `import` (store and bus) gives
 //!   the same events; `emit` publishes one.
@@ -32,9 +34,11 @@
 mod analytics;
 mod bad_config;
 mod bad_input;
+mod bench;
 mod client;
 mod crash;
 mod demo;
+mod faults;
 mod harness;
 mod mixed_traffic;
 mod monitor;

@@ -72,9 +72,19 @@ pub async fn wait_drained(
 
 /// Checks that `lines` hold every id of `published` exactly once and nothing else.
 pub fn assert_exactly_once(lines: &[EntryLine], published: &[String]) -> anyhow::Result<()> {
+    assert_ids_exactly_once(lines.iter().map(|l| l.id.as_str()), published)
+}
+
+/// Checks that the `stored` ids are those of `published`, each exactly once.
+pub fn assert_ids_exactly_once<'a>(
+    stored: impl IntoIterator<Item = &'a str>,
+    published: &[String],
+) -> anyhow::Result<()> {
     let mut seen: HashMap<&str, usize> = HashMap::new();
-    for line in lines {
-        *seen.entry(line.id.as_str()).or_default() += 1;
+    let mut total = 0;
+    for id in stored {
+        *seen.entry(id).or_default() += 1;
+        total += 1;
     }
     let doubled: Vec<(&str, usize)> = seen
         .iter()
@@ -96,7 +106,7 @@ pub fn assert_exactly_once(lines: &[EntryLine], published: &[String]) -> anyhow:
         bail!(
             "not exactly once: {} entries for {} published ids; {} ids doubled (e.g. {:?}), \
              {} missing (e.g. {:?}), {} unknown (e.g. {:?})",
-            lines.len(),
+            total,
             published.len(),
             doubled.len(),
             &doubled[..doubled.len().min(5)],
@@ -106,6 +116,6 @@ pub fn assert_exactly_once(lines: &[EntryLine], published: &[String]) -> anyhow:
             &unknown[..unknown.len().min(5)],
         );
     }
-    ensure!(lines.len() == published.len());
+    ensure!(total == published.len());
     Ok(())
 }

@@ -1,10 +1,12 @@
-//! Durable ingest, end to end, on a private nats-server: the stream is pre-filled through the
-//! publisher client (which gives the client's acked publish rate), then drained twice by two
-//! durable consumers with the recorder's batch settings: a bare one that only acks, and the
-//! real agent (this executable's `run`, own data dir) that decodes, stores, fsyncs and acks.
-//! Both drains are timed the same way, from the server's view of the consumer: from the first
-//! delivery seen to the ack floor reaching the last message. The agent's resident memory is
-//! sampled from /proc meanwhile.
+//! Durable ingest, end to end, on a private nats-server. The agent's stream is pre-filled with
+//! simulated game events through the publisher client (which gives the client's acked publish
+//! rate), then drained three times, each time by another durable consumer with the
+//! recorder's batch settings: a bare consumer that only acks; the real agent (this
+//! executable's `run`, a fresh data dir) as configured by default, where the live analytics
+//! read the stream too with their own consumer; and the agent with analytics off, the
+//! recorder alone. Every drain is timed the same way, from the server's view of the consumer:
+//! from the first delivery seen to the ack floor reaching the last message. The agent's
+//! resident memory and CPU time are read from /proc meanwhile.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -36,21 +38,22 @@ const RSS_EVERY: Duration = Duration::from_millis(100);
 /// nothing spills to disk.
 const CLIENT_BUFFER: usize = 100_000;
 
+/// Linux reports process CPU time in `/proc/<pid>/stat` in USER_HZ, 100 per second on every
+/// architecture.
+const USER_HZ: f64 = 100.0;
+
 /// What the ingest phase measured.
 pub(crate) struct IngestResult {
     events: u64,
     publish_secs: f64,
     bare_secs: f64,
-    agent_secs: f64,
-    agent_stored: u64,
-    rss_peak_bytes: u64,
-    rss_max_sampled_bytes: u64,
-    rss_samples: usize,
+    agent: AgentDrain,
+    solo: AgentDrain,
     profiled: Option<PathBuf>,
 }
 
-/// Runs the phase with `n` events; with `perf`, records a CPU profile of the agent's drain
-/// into that file.
+/// Runs the phase with `n` events; with `perf`, records a CPU profile of the recorder-only
+/// agent's drain (the ingest path alone) into that file.
 pub(crate) async fn run(n: u64, perf: Option<&Path>, tty: bool) -> anyhow::Result<IngestResult> {
     let binary = crate::demo::nats_server_binary().ok_or_else(|| {
         anyhow!(
@@ -83,8 +86,18 @@ pub(crate) async fn run(n: u64, perf: Option<&Path>, tty: bool) -> anyhow::Resul
     eprintln!("bench: a bare consumer that only acks drains the stream");
     let bare_secs = bare_drain(&stream, &config, last_seq).await?;
 
-    eprintln!("bench: the agent (`trace-agent run`) drains the stream into its store");
-    let agent = agent_drain(&stream, &config, last_seq, perf, tty).await?;
+    eprintln!("bench: the agent (`trace-agent run`, default config) drains the stream");
+    let agent = agent_drain(&stream, &config, last_seq, AgentSetup::Default, None, tty).await?;
+    eprintln!("bench: the agent with analytics off (the recorder alone) drains the stream");
+    let solo = agent_drain(
+        &stream,
+        &config,
+        last_seq,
+        AgentSetup::RecorderOnly,
+        perf,
+        tty,
+    )
+    .await?;
     // the client goes first, so it does not see the server leave
     drop((stream, js));
     drop(nats);
@@ -92,17 +105,46 @@ pub(crate) async fn run(n: u64, perf: Option<&Path>, tty: bool) -> anyhow::Resul
         events: n,
         publish_secs,
         bare_secs,
-        agent_secs: agent.secs,
-        agent_stored: agent.stored,
-        rss_peak_bytes: agent.rss.peak_bytes(),
-        rss_max_sampled_bytes: agent.rss.max_rss,
-        rss_samples: agent.rss.samples,
+        agent,
+        solo,
         profiled: perf.map(Path::to_path_buf),
     })
 }
 
-/// Publishes `n` simulated events through a `TraceClient` (made before the clock starts) and
-/// returns how long until JetStream acked the last.
+/// How the agent is configured for a drain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AgentSetup {
+    /// The defaults: recorder and live analytics, each with its own consumer.
+    Default,
+    /// `[analytics] enabled = false`, and another recording consumer (the first run's is
+    /// drained already).
+    RecorderOnly,
+}
+
+impl AgentSetup {
+    /// The recording consumer's name and the agent's environment for this setup.
+    fn consumer_and_env(self, config: &AgentConfig) -> (String, Vec<(&'static str, String)>) {
+        match self {
+            AgentSetup::Default => (config.recorder.consumer.clone(), Vec::new()),
+            AgentSetup::RecorderOnly => {
+                let consumer = format!("{}-solo", config.recorder.consumer);
+                let env = vec![
+                    ("TRACE_AGENT_ANALYTICS__ENABLED", "false".to_owned()),
+                    ("TRACE_AGENT_RECORDER__CONSUMER", consumer.clone()),
+                ];
+                (consumer, env)
+            }
+        }
+    }
+}
+
+/// Events made ahead of publishing at a time (a million made at once would take a GiB).
+const PREFILL_SEGMENT: u64 = 100_000;
+
+/// Publishes `n` simulated events through a `TraceClient` and returns how long JetStream took
+/// to ack them. The events are made ahead, a segment at a time, with the clock stopped: each
+/// segment is timed from its first `log_entry` to its last ack, so the rate is slightly
+/// conservative (the pipeline drains at each segment's end).
 async fn prefill(url: &str, n: u64) -> anyhow::Result<f64> {
     let spill = tempfile::Builder::new()
         .prefix("trace-bench-client-")
@@ -113,37 +155,36 @@ async fn prefill(url: &str, n: u64) -> anyhow::Result<f64> {
         .connect()
         .await?;
     let mut workload = Workload::new(n);
-    let mut chunks = Vec::new();
-    loop {
-        let chunk = workload.next_entries();
-        if chunk.is_empty() {
-            break;
-        }
-        chunks.push(chunk);
-    }
     let mut progress = Progress::new("published (acked)", Some(n));
-    let started = Instant::now();
-    for chunk in chunks {
-        for entry in chunk {
+    let mut busy = Duration::ZERO;
+    while workload.made() < n {
+        let mut segment = Vec::new();
+        while workload.made() < n && (segment.len() as u64) < PREFILL_SEGMENT {
+            segment.extend(workload.next_entries());
+        }
+        let started = Instant::now();
+        for (i, entry) in segment.into_iter().enumerate() {
             client.log_entry(entry);
+            // keep the client's buffer below half full: nothing spills to disk
+            while i % 1000 == 999 && client.stats().buffered > (CLIENT_BUFFER / 2) as u64 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                progress.show(client.stats().acked, false);
+            }
         }
-        while client.stats().buffered > (CLIENT_BUFFER / 2) as u64 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        client
+            .flush_timeout(drain_limit(n))
+            .await
+            .context("publishing the pre-fill")?;
+        busy += started.elapsed();
         progress.show(client.stats().acked, false);
     }
-    client
-        .flush_timeout(drain_limit(n))
-        .await
-        .context("publishing the pre-fill")?;
-    let secs = started.elapsed().as_secs_f64();
     progress.finish(n);
     let stats = client.close().await?;
     anyhow::ensure!(
         stats.acked == n && stats.spilled == 0 && stats.dropped == 0,
         "the pre-fill did not go as planned: {stats:?}"
     );
-    Ok(secs)
+    Ok(busy.as_secs_f64())
 }
 
 /// How long a drain of `n` messages may take before the bench gives up.
@@ -151,18 +192,28 @@ fn drain_limit(n: u64) -> Duration {
     Duration::from_secs(60).max(Duration::from_secs(n / 2000))
 }
 
-/// Waits until `consumer` has acked everything up to `last_seq`; returns the seconds from the
-/// first delivery seen to then. `check` is called each round and stops the wait on error.
+/// A drain as the server saw it.
+#[derive(Debug, Clone, Copy)]
+struct Drain {
+    /// From the first delivery seen to the ack floor reaching the last message.
+    secs: f64,
+    /// CPU time the watched process used meanwhile, when a process was given.
+    cpu_secs: Option<f64>,
+}
+
+/// Waits until `consumer` has acked everything up to `last_seq`. `check` is called each
+/// round and stops the wait on error; `pid`'s CPU time is read at both ends.
 async fn watch_drain(
     stream: &Stream,
     consumer: &str,
     last_seq: u64,
     what: &'static str,
+    pid: Option<u32>,
     mut check: impl FnMut() -> anyhow::Result<()>,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Drain> {
     let mut progress = Progress::new(what, Some(last_seq));
     let deadline = Instant::now() + drain_limit(last_seq);
-    let mut first_delivery: Option<Instant> = None;
+    let mut first_delivery: Option<(Instant, Option<f64>)> = None;
     loop {
         check()?;
         let info = stream
@@ -171,13 +222,16 @@ async fn watch_drain(
             .with_context(|| format!("reading consumer {consumer}"))?;
         let now = Instant::now();
         if first_delivery.is_none() && info.delivered.stream_sequence > 0 {
-            first_delivery = Some(now);
+            first_delivery = Some((now, pid.and_then(cpu_secs)));
         }
         if info.ack_floor.stream_sequence >= last_seq {
             progress.finish(last_seq);
-            return Ok((now - first_delivery.unwrap_or(now))
-                .as_secs_f64()
-                .max(POLL.as_secs_f64()));
+            let (started, cpu_start) = first_delivery.unwrap_or((now, None));
+            let cpu_end = pid.and_then(cpu_secs);
+            return Ok(Drain {
+                secs: (now - started).as_secs_f64().max(POLL.as_secs_f64()),
+                cpu_secs: cpu_start.zip(cpu_end).map(|(a, b)| b - a),
+            });
         }
         progress.show(info.ack_floor.stream_sequence, false);
         if now > deadline {
@@ -209,19 +263,49 @@ async fn bare_drain(stream: &Stream, config: &AgentConfig, last_seq: u64) -> any
             ack_all(&batch).await;
         }
     });
-    let secs = watch_drain(stream, BARE, last_seq, "acked by the bare consumer", || {
-        Ok(())
-    })
+    let drain = watch_drain(
+        stream,
+        BARE,
+        last_seq,
+        "acked by the bare consumer",
+        None,
+        || Ok(()),
+    )
     .await;
     reading.abort();
-    secs
+    Ok(drain?.secs)
 }
 
-/// What the agent's drain gave.
+/// What one drain by the agent gave.
 struct AgentDrain {
-    secs: f64,
+    drain: Drain,
     stored: u64,
+    batches: BatchTimes,
     rss: RssReading,
+}
+
+/// The recorder's own account of its batches (its `/metrics` histograms): how long they took
+/// from decode to ack, and the acks alone. The rest of a drain is spent waiting for messages.
+#[derive(Debug, Default, Clone, Copy)]
+struct BatchTimes {
+    count: f64,
+    secs: f64,
+    ack_secs: f64,
+}
+
+impl BatchTimes {
+    fn from_prometheus(text: &str) -> BatchTimes {
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        BatchTimes {
+            count: value("trace_agent_batch_duration_seconds_count"),
+            secs: value("trace_agent_batch_duration_seconds_sum"),
+            ack_secs: value("trace_agent_ack_duration_seconds_sum"),
+        }
+    }
 }
 
 /// Spawns the agent on a fresh data dir, times its drain, samples its memory, checks its
@@ -230,21 +314,28 @@ async fn agent_drain(
     stream: &Stream,
     config: &AgentConfig,
     last_seq: u64,
+    setup: AgentSetup,
     perf: Option<&Path>,
     tty: bool,
 ) -> anyhow::Result<AgentDrain> {
+    let (consumer, env) = setup.consumer_and_env(config);
     // created here with the agent's own settings (it binds to it), so the drain is visible
     // from the first delivery
-    durable_consumer(stream, &config.consumer_spec()).await?;
-    let mut agent = AgentProcess::spawn(&config.nats_url)?;
+    let spec = ConsumerSpec {
+        durable: consumer.clone(),
+        ..config.consumer_spec()
+    };
+    durable_consumer(stream, &spec).await?;
+    let mut agent = AgentProcess::spawn(&config.nats_url, &env)?;
     let pid = agent.pid();
     let profiler = perf.map(|file| Profiler::attach(pid, file)).transpose()?;
     let sampler = RssSampler::start(pid);
     let drained = watch_drain(
         stream,
-        &config.recorder.consumer,
+        &consumer,
         last_seq,
         "recorded by the agent",
+        Some(pid),
         || agent.check_running(),
     )
     .await;
@@ -252,13 +343,28 @@ async fn agent_drain(
     if let Some(profiler) = profiler {
         profiler.stop()?;
     }
-    let secs = drained.map_err(|e| anyhow!("{e:#}{}", agent.log_tail()))?;
-    let stored = agent.stored(last_seq).await?;
+    let drain = drained.map_err(|e| anyhow!("{e:#}{}", agent.log_tail()))?;
+    let (stored, batches) = agent.stored(last_seq).await?;
     if tty {
         eprintln!("bench: stopping the agent");
     }
     agent.terminate()?;
-    Ok(AgentDrain { secs, stored, rss })
+    Ok(AgentDrain {
+        drain,
+        stored,
+        batches,
+        rss,
+    })
+}
+
+/// The CPU time (user + system, all threads) a process used so far, from /proc/<pid>/stat.
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // after the command (which may hold spaces) come the fields from `state`, field 3 of
+    // proc(5); utime and stime are fields 14 and 15
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    let ticks = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+    Some((ticks(14)? + ticks(15)?) as f64 / USER_HZ)
 }
 
 /// `trace-agent run` as a child process with its own data dir and log; killed on drop.
@@ -269,7 +375,7 @@ struct AgentProcess {
 }
 
 impl AgentProcess {
-    fn spawn(url: &str) -> anyhow::Result<AgentProcess> {
+    fn spawn(url: &str, env: &[(&str, String)]) -> anyhow::Result<AgentProcess> {
         let exe = std::env::current_exe().context("locating this trace-agent executable")?;
         let dir = tempfile::Builder::new()
             .prefix("trace-bench-agent-")
@@ -291,6 +397,7 @@ impl AgentProcess {
                 command.env_remove(&key);
             }
         }
+        command.envs(env.iter().map(|(k, v)| (k, v)));
         let child = command
             .spawn()
             .with_context(|| format!("starting {} run", exe.display()))?;
@@ -321,8 +428,9 @@ impl AgentProcess {
         )
     }
 
-    /// Waits (briefly) until the agent reports `n` stored events; returns what it reports.
-    async fn stored(&self, n: u64) -> anyhow::Result<u64> {
+    /// Waits (briefly) until the agent reports `n` stored events; returns what it reports,
+    /// with its own account of the time its batches took.
+    async fn stored(&self, n: u64) -> anyhow::Result<(u64, BatchTimes)> {
         let api =
             ApiClient::connect(&self.url, &Default::default(), Duration::from_secs(10)).await?;
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -330,7 +438,9 @@ impl AgentProcess {
             let info: Value = api.call("store_info", &json!({})).await?;
             let stored = info["recorder"]["stored"].as_u64().unwrap_or(0);
             if stored >= n {
-                return Ok(stored);
+                let metrics: Value = api.call("metrics", &json!({})).await?;
+                let text = metrics["prometheus"].as_str().unwrap_or("");
+                return Ok((stored, BatchTimes::from_prometheus(text)));
             }
             if Instant::now() > deadline {
                 bail!(
@@ -475,7 +585,8 @@ impl Profiler {
     fn stop(mut self) -> anyhow::Result<()> {
         signal(self.child.id(), "INT")?;
         let status = self.child.wait().context("waiting for perf")?;
-        if !status.success() {
+        // perf exits on SIGINT once its file is written; anything else is worth a word
+        if !status.success() && status.code().is_some() {
             eprintln!("bench: perf record ended with {status}");
         }
         Ok(())
@@ -486,7 +597,8 @@ impl IngestResult {
     /// Adds the ingest figures and details to the report.
     pub(crate) fn add_to(&self, report: &mut Report) {
         let n = self.events as f64;
-        let (bare, agent) = (n / self.bare_secs, n / self.agent_secs);
+        let bare = n / self.bare_secs;
+        let (agent, solo) = (n / self.agent.drain.secs, n / self.solo.drain.secs);
         let of = report::count(self.events);
         report.add(Figure::new(
             "client_publish_acked_per_sec",
@@ -504,7 +616,7 @@ impl IngestResult {
         ));
         report.add(Figure::new(
             "ingest_agent_events_per_sec",
-            format!("agent durable ingest: decode, store, fsync, ack ({of} events)"),
+            format!("agent durable ingest, default config ({of} events)"),
             agent,
             "events/s",
             Target::None,
@@ -517,24 +629,50 @@ impl IngestResult {
             Target::AtLeast(0.8),
         ));
         report.add(Figure::new(
+            "ingest_recorder_only_events_per_sec",
+            format!("agent durable ingest, analytics off ({of} events)"),
+            solo,
+            "events/s",
+            Target::None,
+        ));
+        report.add(Figure::new(
+            "ingest_recorder_only_over_bare",
+            "agent with analytics off / bare consumer",
+            solo / bare,
+            "x",
+            Target::AtLeast(0.8),
+        ));
+        report.add(Figure::new(
             "agent_peak_rss_mib",
-            "agent peak RSS during ingest (VmHWM)",
-            self.rss_peak_bytes as f64 / (1024.0 * 1024.0),
+            "agent peak RSS during ingest (VmHWM, default config)",
+            self.agent.rss.peak_bytes() as f64 / (1024.0 * 1024.0),
             "MiB",
             Target::Below(256.0),
         ));
+        let run = |a: &AgentDrain| {
+            json!({
+                "secs": a.drain.secs,
+                "events_per_sec": n / a.drain.secs,
+                "cpu_secs": a.drain.cpu_secs,
+                "cpu_us_per_event": a.drain.cpu_secs.map(|c| c * 1e6 / n),
+                "stored": a.stored,
+                "batches": a.batches.count,
+                "batch_secs": a.batches.secs,
+                "ack_secs": a.batches.ack_secs,
+                "rss_peak_bytes": a.rss.peak_bytes(),
+                "rss_max_sampled_bytes": a.rss.max_rss,
+                "rss_samples": a.rss.samples,
+            })
+        };
         report.detail(
             "ingest",
             json!({
                 "events": self.events,
+                "batch_size": AgentConfig::default().recorder.batch_size,
                 "publish_secs": self.publish_secs,
                 "bare_secs": self.bare_secs,
-                "agent_secs": self.agent_secs,
-                "agent_stored": self.agent_stored,
-                "batch_size": AgentConfig::default().recorder.batch_size,
-                "rss_peak_bytes": self.rss_peak_bytes,
-                "rss_max_sampled_bytes": self.rss_max_sampled_bytes,
-                "rss_samples": self.rss_samples,
+                "agent": run(&self.agent),
+                "agent_analytics_off": run(&self.solo),
                 "perf_profile": self.profiled.as_ref().map(|p| p.display().to_string()),
             }),
         );

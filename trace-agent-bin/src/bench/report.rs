@@ -103,9 +103,10 @@ impl Report {
         self.details.insert(key.to_owned(), value);
     }
 
-    /// Records how long the whole run took.
+    /// Records how long the whole run took, and the load the machine was under by then.
     pub(crate) fn finish(&mut self, elapsed: Duration) {
         self.elapsed = elapsed;
+        self.machine["load_average_end"] = load_average();
     }
 
     /// The results as JSON: the command line, the machine, each figure with its target and
@@ -147,14 +148,16 @@ impl Report {
         let m = &self.machine;
         writeln!(
             out,
-            "trace-agent bench ({}), {}: {} cores, {}, {}, nats-server {}, {:.0} s",
+            "trace-agent bench ({}), {}: {} cores, {}, {}, nats-server {}, {:.0} s, load {} -> {}",
             self.mode,
             self.started_at.format("%Y-%m-%d"),
             m["cores"],
             m["cpu_model"].as_str().unwrap_or("unknown CPU"),
             trace_core::human::format_bytes(m["memory_bytes"].as_u64().unwrap_or(0)),
             m["nats_server"].as_str().unwrap_or("?"),
-            self.elapsed.as_secs_f64()
+            self.elapsed.as_secs_f64(),
+            m["load_average_start"],
+            m["load_average_end"],
         )?;
         let mut t = Table::new(&["FIGURE", "MEASURED", "TARGET", "RESULT"]);
         for f in &self.figures {
@@ -254,7 +257,16 @@ fn machine() -> Value {
         "os": std::env::consts::OS,
         "kernel": read("/proc/sys/kernel/osrelease").trim(),
         "nats_server": nats_server,
+        "load_average_start": load_average(),
     })
+}
+
+/// The 1-minute load average (other work on the machine skews every figure).
+fn load_average() -> Value {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(Value::Null, Value::from)
 }
 
 #[cfg(test)]

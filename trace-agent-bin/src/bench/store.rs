@@ -21,7 +21,7 @@ use crate::tools::Progress;
 const BATCH: usize = 1000;
 /// Entries a query asks for.
 const LIMIT: usize = 100;
-/// Queries run first and not counted (opening sealed segments, first page faults).
+/// Queries run first and not counted (opening sealed segments, first page faults), at most.
 const WARMUP: usize = 5;
 
 /// Latencies of one kind of query.
@@ -37,6 +37,8 @@ pub(crate) struct Latency {
 pub(crate) struct StoreResult {
     events: u64,
     append_secs: f64,
+    /// Append rate over each tenth of the events (does it hold as the store grows?).
+    append_rate_by_tenth: Vec<f64>,
     make_secs: f64,
     raw_bytes: u64,
     disk_bytes: u64,
@@ -60,6 +62,8 @@ pub(crate) fn run(n: u64, queries: usize) -> anyhow::Result<StoreResult> {
     let (mut players, mut types) = (BTreeSet::new(), BTreeSet::new());
     let mut progress = Progress::new("appended", Some(n));
     let (mut append, mut make) = (Duration::ZERO, Duration::ZERO);
+    let mut by_tenth = Vec::with_capacity(10);
+    let (mut tenth_start_secs, mut tenth_start_events) = (0.0, 0u64);
     loop {
         let t = Instant::now();
         let entries = workload.next_entries();
@@ -80,6 +84,11 @@ pub(crate) fn run(n: u64, queries: usize) -> anyhow::Result<StoreResult> {
         }
         append += t.elapsed();
         progress.show(workload.made(), false);
+        if workload.made() - tenth_start_events >= n / 10 {
+            let secs = append.as_secs_f64() - tenth_start_secs;
+            by_tenth.push((workload.made() - tenth_start_events) as f64 / secs.max(1e-9));
+            (tenth_start_secs, tenth_start_events) = (append.as_secs_f64(), workload.made());
+        }
     }
     let t = Instant::now();
     store.flush()?;
@@ -109,6 +118,7 @@ pub(crate) fn run(n: u64, queries: usize) -> anyhow::Result<StoreResult> {
     Ok(StoreResult {
         events: n,
         append_secs: append.as_secs_f64(),
+        append_rate_by_tenth: by_tenth,
         make_secs: make.as_secs_f64(),
         raw_bytes: info.raw_bytes,
         disk_bytes: info.bytes_on_disk,
@@ -131,9 +141,10 @@ fn latency(
     filter: impl Fn(&mut Query, usize),
 ) -> anyhow::Result<Latency> {
     let span_ms = (newest - oldest).num_milliseconds().max(1) as f64;
+    let warmup = (count / 10).clamp(1, WARMUP);
     let mut ms = Vec::with_capacity(count);
     let (mut entries, mut blocks) = (0usize, 0u64);
-    for i in 0..WARMUP + count {
+    for i in 0..warmup + count {
         // a stride coprime with most counts visits the range in a scattered order
         let at = ((i * 7919) % count.max(1)) as f64 / count.max(1) as f64;
         let until = newest - chrono::Duration::milliseconds((at * span_ms * 0.95) as i64);
@@ -147,7 +158,7 @@ fn latency(
         let started = Instant::now();
         let page = store.query(&q)?;
         let took = started.elapsed().as_secs_f64() * 1e3;
-        if i >= WARMUP {
+        if i >= warmup {
             ms.push(took);
             entries += page.entries.len();
             blocks += page.blocks_read;
@@ -240,6 +251,7 @@ impl StoreResult {
                 "events": self.events,
                 "append_batch": BATCH,
                 "append_secs": self.append_secs,
+                "append_events_per_sec_by_tenth": self.append_rate_by_tenth,
                 "make_events_secs": self.make_secs,
                 "raw_bytes": self.raw_bytes,
                 "disk_bytes": self.disk_bytes,

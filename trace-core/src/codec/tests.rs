@@ -705,3 +705,29 @@ fn any_msgpack_map_key_serialises_to_json() {
         rmp_serde::from_slice(&rmp_serde::to_vec_named(&e2).expect("msgpack")).expect("back");
     assert_eq!(back.data, e2.data);
 }
+
+#[test]
+fn invalid_utf8_deeper_than_the_quick_look_is_still_kept_as_binary() {
+    // the quick look recurses 8 levels, then hands over to the full walk
+    let bad = b"ab\xff\xfecd".as_slice();
+    let mut nested = raw_str(bad);
+    for _ in 0..12 {
+        let mut array = vec![0x91]; // fixarray of one
+        array.extend_from_slice(&nested);
+        nested = array;
+    }
+    let payload = raw_map(&[
+        (raw_str(b"type"), raw_str(b"player.move")),
+        (raw_str(b"data"), nested),
+    ]);
+    let e = decode("game.agent.x.y", &payload).expect("kept");
+    let mut inner = &e.data;
+    for _ in 0..12 {
+        match inner {
+            Value::Array(items) if items.len() == 1 => inner = &items[0],
+            other => panic!("not the nested array: {other:?}"),
+        }
+    }
+    assert_eq!(inner, &Value::Binary(bad.to_vec()));
+    assert_eq!(e.meta.get("invalid_utf8"), Some(&Value::Boolean(true)));
+}
