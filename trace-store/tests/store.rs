@@ -40,6 +40,19 @@ fn event(i: u64, at: DateTime<Utc>) -> TraceEntry {
     e
 }
 
+/// Appends `events` as one batch at `t0()`, as the recorder writes a batch.
+fn append(store: &Store, events: &[TraceEntry]) {
+    store
+        .append_at(
+            AppendBatch {
+                entries: events,
+                ..Default::default()
+            },
+            t0(),
+        )
+        .expect("append");
+}
+
 fn small_cfg(dir: &std::path::Path) -> StoreConfig {
     StoreConfig {
         block_events: 64,
@@ -233,15 +246,7 @@ fn get_explain_and_quarantine() {
             t0(),
         )
         .expect("append");
-    store
-        .append_at(
-            AppendBatch {
-                entries: &filler,
-                ..Default::default()
-            },
-            t0(),
-        )
-        .expect("append");
+    append(&store, &filler);
     store
         .append_at(
             AppendBatch {
@@ -401,15 +406,7 @@ fn retention_by_disk_budget_keeps_the_newest() {
                 e
             })
             .collect();
-        store
-            .append_at(
-                AppendBatch {
-                    entries: &events,
-                    ..Default::default()
-                },
-                t0(),
-            )
-            .expect("append");
+        append(&store, &events);
         store.flush().expect("flush");
         store.maintain_at(t0()).expect("maintain");
     }
@@ -462,15 +459,7 @@ fn a_corrupt_block_is_skipped_not_fatal() {
     {
         let store = Store::open_at(small_cfg(dir.path()), t0()).expect("open");
         let events: Vec<_> = (0..640).map(|i| event(i, t0())).collect();
-        store
-            .append_at(
-                AppendBatch {
-                    entries: &events,
-                    ..Default::default()
-                },
-                t0(),
-            )
-            .expect("append");
+        append(&store, &events);
         store.flush().expect("flush");
     }
     // flip bytes inside one stored block, behind the store's back
@@ -529,15 +518,7 @@ fn startup_with_a_damaged_store_recovers_what_is_intact() {
         let events: Vec<_> = (round * 100..round * 100 + 100)
             .map(|i| event(i, t0()))
             .collect();
-        store
-            .append_at(
-                AppendBatch {
-                    entries: &events,
-                    ..Default::default()
-                },
-                t0(),
-            )
-            .expect("append");
+        append(&store, &events);
         store.flush().expect("flush");
     }
     let mut segs: Vec<_> = std::fs::read_dir(dir.path().join("segments"))
@@ -600,15 +581,7 @@ fn retention_running_beside_appends_never_deletes_the_segment_being_written() {
                 e
             })
             .collect();
-        store
-            .append_at(
-                AppendBatch {
-                    entries: &events,
-                    ..Default::default()
-                },
-                t0(),
-            )
-            .expect("append");
+        append(&store, &events);
         store.flush().expect("flush");
         last = events.last().map(|e| e.id);
     }
@@ -642,24 +615,8 @@ fn scan_visits_matching_entries_oldest_first_across_overlapping_blocks() {
         .filter(|i| i % 2 == 1)
         .map(|i| event(i, t0()))
         .collect();
-    store
-        .append_at(
-            AppendBatch {
-                entries: &evens,
-                ..Default::default()
-            },
-            t0(),
-        )
-        .expect("append");
-    store
-        .append_at(
-            AppendBatch {
-                entries: &odds,
-                ..Default::default()
-            },
-            t0(),
-        )
-        .expect("append");
+    append(&store, &evens);
+    append(&store, &odds);
     let mut seen = Vec::new();
     let stats = store
         .scan(&Query::default(), |e| {

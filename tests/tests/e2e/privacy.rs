@@ -10,6 +10,34 @@ use trace_tests::{Agent, AgentOptions, Cli, GameSource, GameTraffic, JsPublisher
 
 use crate::util::{bounded, now_ms, wait_for_counts};
 
+/// Publishes `n` game events, every `alice_every`-th of player alice (session `alice-s1`),
+/// the rest of bob, each shaped further by `shape`; returns how many are alice's.
+async fn publish_alice_and_bob(
+    publisher: &mut JsPublisher,
+    seed: u64,
+    n: u64,
+    alice_every: u64,
+    shape: impl Fn(u64, &mut TraceEntry),
+) -> anyhow::Result<u64> {
+    let mut traffic = GameTraffic::new(seed);
+    let start = now_ms() - TimeDelta::minutes(2);
+    let mut alice = 0u64;
+    for i in 0..n {
+        let source = GameSource::ALL[(i % 3) as usize];
+        let mut entry: TraceEntry =
+            traffic.entry(source, start + TimeDelta::milliseconds(i as i64 * 100));
+        let player = if i % alice_every == 0 { "alice" } else { "bob" };
+        alice += u64::from(player == "alice");
+        entry.player = Some(player.to_owned());
+        entry.session = Some(format!("{player}-s1"));
+        shape(i, &mut entry);
+        publisher
+            .send(&GameTraffic::envelope_of(source, &entry))
+            .await?;
+    }
+    Ok(alice)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forget_removes_a_player_everywhere_and_needs_the_admin_token() -> anyhow::Result<()> {
     bounded(Duration::from_secs(90), async {
@@ -17,22 +45,8 @@ async fn forget_removes_a_player_everywhere_and_needs_the_admin_token() -> anyho
         let config = "[api]\nadmin_token = \"s3cret-admin-token\"\n";
         let agent = Agent::start(&nats.client_url(), AgentOptions::with_config(config)).await?;
         let cli = Cli::new(&nats.client_url())?;
-        let mut traffic = GameTraffic::new(0xF0_0001);
         let mut publisher = JsPublisher::new(nats.jetstream().await?);
-        let start = now_ms() - TimeDelta::minutes(2);
-        let mut alice = 0u64;
-        for i in 0..400u64 {
-            let source = GameSource::ALL[(i % 3) as usize];
-            let mut entry: TraceEntry =
-                traffic.entry(source, start + TimeDelta::milliseconds(i as i64 * 100));
-            let player = if i % 4 == 0 { "alice" } else { "bob" };
-            alice += u64::from(player == "alice");
-            entry.player = Some(player.to_owned());
-            entry.session = Some(format!("{player}-s1"));
-            publisher
-                .send(&GameTraffic::envelope_of(source, &entry))
-                .await?;
-        }
+        let alice = publish_alice_and_bob(&mut publisher, 0xF0_0001, 400, 4, |_, _| {}).await?;
         publisher.flush().await?;
         wait_for_counts(&agent, 400, 0, Duration::from_secs(30)).await?;
 
@@ -123,26 +137,15 @@ async fn privacy_policy_applies_before_storage_and_analytics() -> anyhow::Result
             .push(("TRACE_AGENT_PRIVACY__KEY".into(), key.into()));
         let agent = Agent::start(&nats.client_url(), options).await?;
         let cli = Cli::new(&nats.client_url())?;
-        let mut traffic = GameTraffic::new(0xF0_0002);
         let mut publisher = JsPublisher::new(nats.jetstream().await?);
-        let start = now_ms() - TimeDelta::minutes(2);
-        let mut alice = 0u64;
-        for i in 0..300u64 {
-            let source = GameSource::ALL[(i % 3) as usize];
-            let mut entry: TraceEntry =
-                traffic.entry(source, start + TimeDelta::milliseconds(i as i64 * 100));
-            let player = if i % 3 == 0 { "alice" } else { "bob" };
-            alice += u64::from(player == "alice");
-            entry.player = Some(player.to_owned());
-            entry.session = Some(format!("{player}-session-1"));
+        let alice = publish_alice_and_bob(&mut publisher, 0xF0_0002, 300, 3, |i, entry| {
+            let player = entry.player.clone().unwrap_or_default();
             entry.data = rmpv::Value::Map(vec![
                 ("email".into(), format!("{player}@example.com").into()),
                 ("level".into(), rmpv::Value::from(i)),
             ]);
-            publisher
-                .send(&GameTraffic::envelope_of(source, &entry))
-                .await?;
-        }
+        })
+        .await?;
         // refused, and its payload (with an email in it) must not be kept
         publisher
             .publish(
